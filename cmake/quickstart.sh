@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# minires quick start: installs what is missing, builds, and then
+#   train [fmnist args...]  trains the Fashion-MNIST example (until it exists: runs the benchmarks)
+#   test                    builds and runs the whole test suite (release, then ASan+UBSan)
+#   deps                    only installs the Debian packages minires needs
+# Works on a fresh Debian 12 machine as root or with sudo; idempotent.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+packages=(cmake make g++ libeigen3-dev libxsimd-dev catch2 libbenchmark-dev zlib1g-dev
+          dataset-fashion-mnist)
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+install_deps() {
+  local missing=() p
+  if command -v dpkg-query >/dev/null 2>&1; then
+    for p in "${packages[@]}"; do
+      dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+  else
+    missing=("${packages[@]}")
+  fi
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "minires: apt-get not found. Install these (Debian package names) with your package manager:" >&2
+    echo "  ${missing[*]}" >&2
+    echo "  (CMake >= 3.25, a C++17 compiler with OpenMP, Eigen 3.4, xsimd 8, Catch2 2.13," >&2
+    echo "   Google Benchmark, zlib, and the Fashion-MNIST .gz files for the example)" >&2
+    exit 1
+  fi
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "minires: not root and sudo not found; as root run: apt-get install ${missing[*]}" >&2
+      exit 1
+    fi
+    sudo=(sudo)
+  fi
+  log "installing ${missing[*]}"
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+jobs="$(nproc 2>/dev/null || echo 2)"
+
+build() {  # build <preset> [targets...]
+  local preset="$1"; shift
+  log "configuring and building preset '$preset'"
+  cmake --preset "$preset" >/dev/null
+  if [ $# -gt 0 ]; then
+    cmake --build --preset "$preset" -j "$jobs" --target "$@"
+  else
+    cmake --build --preset "$preset" -j "$jobs"
+  fi
+}
+
+cmd="${1:-}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  deps)
+    install_deps
+    ;;
+  test)
+    install_deps
+    build release
+    log "running the test suite (release)"
+    ctest --preset release
+    build asan
+    log "running the test suite (ASan + UBSan)"
+    ctest --preset asan
+    ;;
+  train)
+    install_deps
+    build release bench_kernels
+    log "the Fashion-MNIST example is not written yet: running the kernel benchmarks instead"
+    ./build/release/bench/bench_kernels "$@"
+    ;;
+  *)
+    echo "usage: bash cmake/quickstart.sh {train|test|deps} [args...]" >&2
+    exit 2
+    ;;
+esac

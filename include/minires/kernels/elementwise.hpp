@@ -1,0 +1,113 @@
+// Element-wise kernels on raw buffers, vectorised with xsimd. Each handles any length: the body
+// runs in full SIMD batches and the tail (n not a multiple of the SIMD width) in scalar code.
+// Long arrays are split into fixed blocks shared among OpenMP threads; the partition does not
+// depend on the thread count, and each element is computed independently, so results are
+// identical for any number of threads.
+#pragma once
+
+#include <xsimd/xsimd.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+
+#include "minires/core/shape.hpp"
+
+namespace minires::kernels {
+
+namespace detail {
+
+// Elements per parallel block, and the length below which a kernel stays on one thread.
+inline constexpr index_t elementwise_block = 1 << 14;
+inline constexpr index_t elementwise_parallel_min = 1 << 16;
+
+// Calls body(begin, end) over [0, n) in blocks, in parallel when n is large.
+template <class Body>
+void for_blocks(index_t n, Body&& body) {
+  const index_t blocks = (n + elementwise_block - 1) / elementwise_block;
+#pragma omp parallel for schedule(static) if (n >= elementwise_parallel_min)
+  for (index_t b = 0; b < blocks; ++b) {
+    body(b * elementwise_block, std::min(n, (b + 1) * elementwise_block));
+  }
+}
+
+// Runs simd(i) for each full batch starting at i in [begin, end) and scalar(i) for the tail.
+template <class T, class Simd, class Scalar>
+void simd_loop(index_t begin, index_t end, Simd&& simd, Scalar&& scalar) {
+  constexpr index_t width = static_cast<index_t>(xsimd::batch<T>::size);
+  index_t i = begin;
+  for (; i + width <= end; i += width) simd(i);
+  for (; i < end; ++i) scalar(i);
+}
+
+}  // namespace detail
+
+// y = max(x, 0)
+template <class T>
+void relu_forward(const T* x, T* y, index_t n) {
+  using B = xsimd::batch<T>;
+  detail::for_blocks(n, [&](index_t begin, index_t end) {
+    const B zero(T(0));
+    detail::simd_loop<T>(
+        begin, end,
+        [&](index_t i) { xsimd::max(B::load_unaligned(x + i), zero).store_unaligned(y + i); },
+        [&](index_t i) { y[i] = x[i] > T(0) ? x[i] : T(0); });
+  });
+}
+
+// dx += dy * [x > 0]   (the gradient is 0 at x == 0, as in TensorFlow and PyTorch)
+template <class T>
+void relu_backward(const T* x, const T* dy, T* dx, index_t n) {
+  using B = xsimd::batch<T>;
+  detail::for_blocks(n, [&](index_t begin, index_t end) {
+    const B zero(T(0));
+    detail::simd_loop<T>(
+        begin, end,
+        [&](index_t i) {
+          const B g = xsimd::select(B::load_unaligned(x + i) > zero, B::load_unaligned(dy + i), zero);
+          (B::load_unaligned(dx + i) + g).store_unaligned(dx + i);
+        },
+        [&](index_t i) { dx[i] += x[i] > T(0) ? dy[i] : T(0); });
+  });
+}
+
+// y = a + b   (y may alias a or b)
+template <class T>
+void add(const T* a, const T* b, T* y, index_t n) {
+  using B = xsimd::batch<T>;
+  detail::for_blocks(n, [&](index_t begin, index_t end) {
+    detail::simd_loop<T>(
+        begin, end,
+        [&](index_t i) { (B::load_unaligned(a + i) + B::load_unaligned(b + i)).store_unaligned(y + i); },
+        [&](index_t i) { y[i] = a[i] + b[i]; });
+  });
+}
+
+// y += alpha * x
+template <class T>
+void axpy(T alpha, const T* x, T* y, index_t n) {
+  using B = xsimd::batch<T>;
+  detail::for_blocks(n, [&](index_t begin, index_t end) {
+    const B a(alpha);
+    detail::simd_loop<T>(
+        begin, end,
+        [&](index_t i) {
+          xsimd::fma(a, B::load_unaligned(x + i), B::load_unaligned(y + i)).store_unaligned(y + i);
+        },
+        [&](index_t i) { y[i] = std::fma(alpha, x[i], y[i]); });
+  });
+}
+
+// x *= alpha
+template <class T>
+void scale(T alpha, T* x, index_t n) {
+  using B = xsimd::batch<T>;
+  detail::for_blocks(n, [&](index_t begin, index_t end) {
+    const B a(alpha);
+    detail::simd_loop<T>(
+        begin, end, [&](index_t i) { (a * B::load_unaligned(x + i)).store_unaligned(x + i); },
+        [&](index_t i) { x[i] *= alpha; });
+  });
+}
+
+}  // namespace minires::kernels

@@ -1,0 +1,97 @@
+// The layer contract. Every layer lives in its own header under layers/, with its forward and
+// backward passes next to each other and the math of the backward pass in a comment above it.
+//
+//   output_shape(in)   pure: the output shape for these input shapes, or a ShapeError saying
+//                      what was expected and what was found.
+//   setup(in)          sizes parameters (on the first call) and every scratch buffer for inputs
+//                      of these shapes. Dimension 0 is the largest batch forward will be given;
+//                      smaller batches reuse the same buffers. Nothing is allocated after this.
+//   init(rng)          draws the parameters (Keras 2.0 defaults unless configured).
+//   forward(x, y, m)   y = f(x) in Mode::Train or Mode::Infer (explicit, never inferred). y has
+//                      the output shape for x's batch; it is sized by the caller.
+//   backward(x, y, dy, dx)
+//                      ACCUMULATES: dx[i] += dL/dx[i] and param.grad += dL/dparam, so a tensor
+//                      that feeds several layers needs no special case. dx[i] may be nullptr
+//                      when that input needs no gradient (the data). Uses what the forward of
+//                      the same batch cached.
+//   params()           trainable parameters, each with its gradient, by name.
+//   state()            non-trainable tensors saved with the model (BatchNorm's moving stats).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "minires/core/error.hpp"
+#include "minires/core/rng.hpp"
+#include "minires/core/shape.hpp"
+#include "minires/core/span.hpp"
+#include "minires/core/tensor.hpp"
+
+namespace minires {
+
+enum class Mode { Train, Infer };
+
+// A named tensor of a layer: a trainable parameter (grad set) or saved state (grad null).
+template <class T>
+struct ParamRef {
+  std::string name;
+  Tensor<T>* value = nullptr;
+  Tensor<T>* grad = nullptr;
+};
+
+template <class T>
+class Layer {
+ public:
+  virtual ~Layer() = default;
+
+  // Keras-style type name ("Conv2D", "BatchNormalization", ...).
+  virtual const char* type() const = 0;
+  // Inputs the layer takes: a fixed count, or -1 for "two or more" (Add).
+  virtual int num_inputs() const { return 1; }
+
+  virtual Shape output_shape(Span<const Shape> inputs) const = 0;
+  virtual void setup(Span<const Shape> inputs) = 0;
+  virtual void init(Rng& /*rng*/) {}
+  virtual void forward(Span<const Tensor<T>* const> x, Tensor<T>& y, Mode mode) = 0;
+  virtual void backward(Span<const Tensor<T>* const> x, const Tensor<T>& y, const Tensor<T>& dy,
+                        Span<Tensor<T>* const> dx) = 0;
+
+  virtual std::vector<ParamRef<T>> params() { return {}; }
+  virtual std::vector<ParamRef<T>> state() { return {}; }
+
+  // Number of trainable scalars.
+  index_t param_count() {
+    index_t n = 0;
+    for (auto& p : params()) n += p.value->size();
+    return n;
+  }
+
+ protected:
+  // Throws unless `inputs` holds exactly `n` shapes.
+  void expect_inputs(Span<const Shape> inputs, std::size_t n) const {
+    if (inputs.size() != n) {
+      throw ShapeError(std::string(type()) + ": expected " + std::to_string(n) + " input" +
+                       (n == 1 ? "" : "s") + ", found " + std::to_string(inputs.size()));
+    }
+  }
+  // Throws unless `s` has rank `rank`; `what` names the tensor for the message.
+  void expect_rank(const Shape& s, int rank, const char* what = "input") const {
+    if (s.rank() != rank) {
+      throw ShapeError(std::string(type()) + ": expected a rank-" + std::to_string(rank) + " " +
+                       what + ", found shape " + s.str() + " of rank " + std::to_string(s.rank()));
+    }
+  }
+  // Throws unless the runtime input matches the planned shape in all but the batch dimension,
+  // and its batch is at most the planned one.
+  void expect_planned(const Shape& planned, const Shape& actual) const {
+    bool ok = planned.rank() == actual.rank() && actual.rank() > 0 && actual[0] <= planned[0];
+    for (int i = 1; ok && i < actual.rank(); ++i) ok = planned[i] == actual[i];
+    if (!ok) {
+      throw ShapeError(std::string(type()) + ": set up for inputs " + planned.str() +
+                       " (any batch up to " + (planned.rank() ? std::to_string(planned[0]) : "0") +
+                       "), found " + actual.str());
+    }
+  }
+};
+
+}  // namespace minires
