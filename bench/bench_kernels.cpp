@@ -16,9 +16,9 @@ using namespace minires;
 namespace {
 
 void set_flops(benchmark::State& state, double flops_per_iteration) {
-  state.counters["FLOP/s"] = benchmark::Counter(flops_per_iteration,
-                                                benchmark::Counter::kIsIterationInvariantRate,
-                                                benchmark::Counter::OneK::kIs1000);
+  state.counters["FLOP/s"] =
+      benchmark::Counter(flops_per_iteration, benchmark::Counter::kIsIterationInvariantRate,
+                         benchmark::Counter::OneK::kIs1000);
 }
 
 void BM_GemmMinires(benchmark::State& state) {
@@ -51,8 +51,18 @@ void BM_GemmEigenDirect(benchmark::State& state) {
   set_flops(state, 2.0 * n * n * n);
 }
 
-BENCHMARK(BM_GemmMinires)->ArgNames({"n", "threads"})->Args({1024, 1})->Args({1024, 2})->UseRealTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_GemmEigenDirect)->ArgNames({"n", "threads"})->Args({1024, 1})->Args({1024, 2})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_GemmMinires)
+    ->ArgNames({"n", "threads"})
+    ->Args({1024, 1})
+    ->Args({1024, 2})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_GemmEigenDirect)
+    ->ArgNames({"n", "threads"})
+    ->Args({1024, 1})
+    ->Args({1024, 2})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 
 // Convolution shapes, batch 128: channels, size, kernel ('same' padding, stride 1).
 constexpr int64_t conv_shapes[][3] = {{1, 28, 3}, {32, 28, 3}, {64, 14, 3}, {128, 7, 3}};

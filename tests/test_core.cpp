@@ -74,8 +74,8 @@ TEMPLATE_TEST_CASE("Tensor: moves are cheap, copies explicit", "", float, double
   CHECK(b[0] == TestType(3));
   Tensor<TestType> wrong(Shape{4, 5});
   CHECK_THROWS_AS(b.copy_from(wrong), ShapeError);
-  CHECK_THROWS_WITH(b.copy_from(wrong), Catch::Contains("expected shape (4, 4)") &&
-                                            Catch::Contains("found (4, 5)"));
+  CHECK_THROWS_WITH(b.copy_from(wrong),
+                    Catch::Contains("expected shape (4, 4)") && Catch::Contains("found (4, 5)"));
 }
 
 TEST_CASE("Tensor: reshape keeps the data, resize keeps the capacity") {

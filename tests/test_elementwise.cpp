@@ -13,7 +13,6 @@ using minires::test::random_vector;
 
 namespace {
 
-
 const index_t lengths[] = {0, 1, 3, 7, 8, 15, 16, 17, 31, 33, 1000, (1 << 16) + 5, (1 << 17) + 13};
 
 }  // namespace

@@ -11,14 +11,14 @@
 #include <vector>
 
 using namespace minires;
-using minires::test::random_vector;
 using kernels::Trans;
+using minires::test::random_vector;
 
 namespace {
 
 template <class T>
-void naive_gemm(bool ta, bool tb, index_t M, index_t N, index_t K, T alpha, const T* A,
-                index_t lda, const T* B, index_t ldb, T beta, T* C, index_t ldc) {
+void naive_gemm(bool ta, bool tb, index_t M, index_t N, index_t K, T alpha, const T* A, index_t lda,
+                const T* B, index_t ldb, T beta, T* C, index_t ldc) {
   for (index_t i = 0; i < M; ++i) {
     for (index_t j = 0; j < N; ++j) {
       double acc = 0;
@@ -32,14 +32,13 @@ void naive_gemm(bool ta, bool tb, index_t M, index_t N, index_t K, T alpha, cons
   }
 }
 
-
 }  // namespace
 
 TEMPLATE_TEST_CASE("gemm matches a naive reference", "", float, double) {
   using T = TestType;
   const double tol = std::is_same_v<T, float> ? 1e-4 : 1e-12;
   Rng rng(123);
-  const index_t sizes[][3] = {{1, 1, 1},   {3, 5, 7},    {17, 1, 33}, {1, 19, 4},
+  const index_t sizes[][3] = {{1, 1, 1},    {3, 5, 7},     {17, 1, 33},  {1, 19, 4},
                               {64, 48, 31}, {65, 129, 17}, {128, 3, 300}};
   const T alphas[] = {T(1), T(-0.5)};
   const T betas[] = {T(0), T(1), T(0.25)};
@@ -87,15 +86,15 @@ TEST_CASE("gemm: beta = 0 ignores NaN in C, K = 0 scales C") {
 
 TEST_CASE("gemm: bad sizes and leading dimensions throw") {
   std::vector<float> A(6), B(6), C(4);
-  CHECK_THROWS_AS(kernels::gemm(Trans::No, Trans::No, -1, 2, 3, 1.f, A.data(), 3, B.data(), 2,
-                                0.f, C.data(), 2),
+  CHECK_THROWS_AS(kernels::gemm(Trans::No, Trans::No, -1, 2, 3, 1.f, A.data(), 3, B.data(), 2, 0.f,
+                                C.data(), 2),
                   ValueError);
-  CHECK_THROWS_WITH(kernels::gemm(Trans::No, Trans::No, 2, 2, 3, 1.f, A.data(), 2, B.data(), 2,
-                                  0.f, C.data(), 2),
-                    Catch::Contains("lda >= 3") && Catch::Contains("found 2"));
-  CHECK_THROWS_AS(kernels::gemm(Trans::No, Trans::No, 2, 2, 3, 1.f, A.data(), 3, B.data(), 2,
-                                0.f, C.data(), 1),
-                  Error);
+  CHECK_THROWS_WITH(
+      kernels::gemm(Trans::No, Trans::No, 2, 2, 3, 1.f, A.data(), 2, B.data(), 2, 0.f, C.data(), 2),
+      Catch::Contains("lda >= 3") && Catch::Contains("found 2"));
+  CHECK_THROWS_AS(
+      kernels::gemm(Trans::No, Trans::No, 2, 2, 3, 1.f, A.data(), 3, B.data(), 2, 0.f, C.data(), 1),
+      Error);
 }
 
 TEST_CASE("gemm gives the same bits for the same thread count") {

@@ -24,7 +24,8 @@ TEST_CASE("gradcheck accepts correct gradients") {
     return s;
   };
   std::vector<double> g(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) g[i] = 2 * x[i] * std::sin(x[i]) + x[i] * x[i] * std::cos(x[i]);
+  for (std::size_t i = 0; i < x.size(); ++i)
+    g[i] = 2 * x[i] * std::sin(x[i]) + x[i] * x[i] * std::cos(x[i]);
   g[0] += x[1];
   g[1] += x[0];
   const auto r = check_gradient(f, x.data(), n, g.data());

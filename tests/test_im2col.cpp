@@ -9,9 +9,9 @@
 #include <vector>
 
 using namespace minires;
-using minires::test::random_vector;
 using kernels::ConvGeometry;
 using kernels::Padding;
+using minires::test::random_vector;
 
 namespace {
 
@@ -53,11 +53,9 @@ void naive_col2im(const std::vector<T>& col, const ConvGeometry& g, index_t ld, 
           }
 }
 
-
 }  // namespace
 
-TEMPLATE_TEST_CASE("im2col and col2im match direct loops on random geometries", "", float,
-                   double) {
+TEMPLATE_TEST_CASE("im2col and col2im match direct loops on random geometries", "", float, double) {
   using T = TestType;
   Rng rng(99);
   for (int trial = 0; trial < 300; ++trial) {
@@ -68,8 +66,10 @@ TEMPLATE_TEST_CASE("im2col and col2im match direct loops on random geometries", 
     const index_t kw = 1 + static_cast<index_t>(rng.uniform_int(5));
     const index_t sh = 1 + static_cast<index_t>(rng.uniform_int(3));
     const index_t sw = 1 + static_cast<index_t>(rng.uniform_int(3));
-    const index_t pt = static_cast<index_t>(rng.uniform_int(4)), pb = static_cast<index_t>(rng.uniform_int(4));
-    const index_t pl = static_cast<index_t>(rng.uniform_int(4)), pr = static_cast<index_t>(rng.uniform_int(4));
+    const index_t pt = static_cast<index_t>(rng.uniform_int(4)),
+                  pb = static_cast<index_t>(rng.uniform_int(4));
+    const index_t pl = static_cast<index_t>(rng.uniform_int(4)),
+                  pr = static_cast<index_t>(rng.uniform_int(4));
     if (kh > H + pt + pb || kw > W + pl + pr) continue;
     const auto g = ConvGeometry::explicit_padding(C, H, W, kh, kw, sh, sw, pt, pb, pl, pr);
     const index_t ld = g.col_cols() + static_cast<index_t>(rng.uniform_int(3));

@@ -16,7 +16,8 @@ namespace minires {
 
 // Threads minires kernels (and Eigen's GEMM) use from now on.
 inline void set_num_threads(int n) {
-  if (n < 1) throw ValueError("set_num_threads: expected at least 1 thread, found " + std::to_string(n));
+  if (n < 1)
+    throw ValueError("set_num_threads: expected at least 1 thread, found " + std::to_string(n));
 #ifdef _OPENMP
   omp_set_num_threads(n);
 #endif

@@ -182,7 +182,8 @@ class Tensor {
   void resize(const Shape& shape) {
     const index_t n = shape.size();
     if (n > capacity_) {
-      data_.reset(static_cast<T*>(detail::aligned_allocate(static_cast<std::size_t>(n) * sizeof(T))));
+      data_.reset(
+          static_cast<T*>(detail::aligned_allocate(static_cast<std::size_t>(n) * sizeof(T))));
       capacity_ = n;
       std::memset(data_.get(), 0, static_cast<std::size_t>(n) * sizeof(T));
     }

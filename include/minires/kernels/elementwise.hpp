@@ -64,7 +64,8 @@ void relu_backward(const T* x, const T* dy, T* dx, index_t n) {
     detail::simd_loop<T>(
         begin, end,
         [&](index_t i) {
-          const B g = xsimd::select(B::load_unaligned(x + i) > zero, B::load_unaligned(dy + i), zero);
+          const B g =
+              xsimd::select(B::load_unaligned(x + i) > zero, B::load_unaligned(dy + i), zero);
           (B::load_unaligned(dx + i) + g).store_unaligned(dx + i);
         },
         [&](index_t i) { dx[i] += x[i] > T(0) ? dy[i] : T(0); });
@@ -78,7 +79,9 @@ void add(const T* a, const T* b, T* y, index_t n) {
   detail::for_blocks(n, [&](index_t begin, index_t end) {
     detail::simd_loop<T>(
         begin, end,
-        [&](index_t i) { (B::load_unaligned(a + i) + B::load_unaligned(b + i)).store_unaligned(y + i); },
+        [&](index_t i) {
+          (B::load_unaligned(a + i) + B::load_unaligned(b + i)).store_unaligned(y + i);
+        },
         [&](index_t i) { y[i] = a[i] + b[i]; });
   });
 }

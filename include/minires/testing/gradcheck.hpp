@@ -25,12 +25,12 @@ struct GradCheckOptions {
 };
 
 struct GradCheckResult {
-  index_t checked = 0;           // elements compared
-  index_t failed = 0;            // elements outside both tolerances
-  double max_rel_error = 0.0;    // largest relative error over elements checked
-  double max_abs_error = 0.0;    // largest absolute error over elements checked
-  index_t worst_index = -1;      // element with the largest relative error among failures
-                                 // (or overall when none failed)
+  index_t checked = 0;         // elements compared
+  index_t failed = 0;          // elements outside both tolerances
+  double max_rel_error = 0.0;  // largest relative error over elements checked
+  double max_abs_error = 0.0;  // largest absolute error over elements checked
+  index_t worst_index = -1;    // element with the largest relative error among failures
+                               // (or overall when none failed)
   double worst_analytic = 0.0;
   double worst_numeric = 0.0;
 
@@ -53,8 +53,9 @@ template <class F>
 GradCheckResult check_gradient(F&& f, double* x, index_t n, const double* analytic,
                                const GradCheckOptions& options = {}) {
   GradCheckResult r;
-  const index_t stride =
-      (options.max_checks > 0 && n > options.max_checks) ? (n + options.max_checks - 1) / options.max_checks : 1;
+  const index_t stride = (options.max_checks > 0 && n > options.max_checks)
+                             ? (n + options.max_checks - 1) / options.max_checks
+                             : 1;
   double worst_fail = -1.0, worst_any = -1.0;
   for (index_t i = 0; i < n; i += stride) {
     const double saved = x[i];

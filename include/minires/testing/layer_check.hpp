@@ -94,16 +94,16 @@ inline LayerCheckResult check_layer(Layer<double>& layer, const std::vector<Shap
     if (!dxptr[i]) continue;
     Tensor<double> analytic = dxs[i].clone();
     for (index_t k = 0; k < analytic.size(); ++k) analytic[k] -= dx_prefill[i][k];
-    result.parts.emplace_back("input " + std::to_string(i),
-                              check_gradient(loss, xs[i].data(), xs[i].size(), analytic.data(),
-                                             options.grad));
+    result.parts.emplace_back(
+        "input " + std::to_string(i),
+        check_gradient(loss, xs[i].data(), xs[i].size(), analytic.data(), options.grad));
   }
   for (std::size_t i = 0; i < params.size(); ++i) {
     Tensor<double> analytic = params[i].grad->clone();
     for (index_t k = 0; k < analytic.size(); ++k) analytic[k] -= grad_prefill[i][k];
     result.parts.emplace_back("param " + params[i].name,
-                              check_gradient(loss, params[i].value->data(),
-                                             params[i].value->size(), analytic.data(), options.grad));
+                              check_gradient(loss, params[i].value->data(), params[i].value->size(),
+                                             analytic.data(), options.grad));
   }
   return result;
 }
