@@ -6,6 +6,8 @@
 
 #include "test_util.hpp"
 
+#include <cmath>
+#include <limits>
 #include <vector>
 
 using namespace minires;
@@ -30,6 +32,13 @@ TEMPLATE_TEST_CASE("element-wise kernels match scalar loops", "", float, double)
     std::vector<T> y(x.size(), T(9));
     kernels::relu_forward(x.data(), y.data(), n);
     for (index_t i = 0; i < n; ++i) REQUIRE(y[i] == (x[i] > T(0) ? x[i] : T(0)));
+    if (n > 0) {  // NaN passes through ReLU, in the SIMD body and in the tail
+      auto xn = x;
+      xn[0] = xn[static_cast<std::size_t>(n - 1)] = std::numeric_limits<T>::quiet_NaN();
+      kernels::relu_forward(xn.data(), y.data(), n);
+      REQUIRE(std::isnan(y[0]));
+      REQUIRE(std::isnan(y[static_cast<std::size_t>(n - 1)]));
+    }
 
     auto dx = b;  // relu_backward accumulates
     kernels::relu_backward(xz.data(), dy.data(), dx.data(), n);

@@ -14,3 +14,17 @@
 #include "minires/kernels/elementwise.hpp"
 #include "minires/kernels/gemm.hpp"
 #include "minires/kernels/im2col.hpp"
+
+#include "minires/init/initializers.hpp"
+
+#include "minires/layers/add.hpp"
+#include "minires/layers/avg_pool2d.hpp"
+#include "minires/layers/batch_norm.hpp"
+#include "minires/layers/conv2d.hpp"
+#include "minires/layers/dense.hpp"
+#include "minires/layers/flatten.hpp"
+#include "minires/layers/global_avg_pool2d.hpp"
+#include "minires/layers/layer.hpp"
+#include "minires/layers/max_pool2d.hpp"
+#include "minires/layers/relu.hpp"
+#include "minires/layers/softmax_cross_entropy.hpp"

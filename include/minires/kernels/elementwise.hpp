@@ -42,7 +42,7 @@ void simd_loop(index_t begin, index_t end, Simd&& simd, Scalar&& scalar) {
 
 }  // namespace detail
 
-// y = max(x, 0)
+// y = max(x, 0); NaN passes through (as in TensorFlow and PyTorch), so divergence stays visible
 template <class T>
 void relu_forward(const T* x, T* y, index_t n) {
   using B = xsimd::batch<T>;
@@ -50,8 +50,11 @@ void relu_forward(const T* x, T* y, index_t n) {
     const B zero(T(0));
     detail::simd_loop<T>(
         begin, end,
-        [&](index_t i) { xsimd::max(B::load_unaligned(x + i), zero).store_unaligned(y + i); },
-        [&](index_t i) { y[i] = x[i] > T(0) ? x[i] : T(0); });
+        [&](index_t i) {
+          const B v = B::load_unaligned(x + i);
+          xsimd::select(v < zero, zero, v).store_unaligned(y + i);
+        },
+        [&](index_t i) { y[i] = x[i] < T(0) ? T(0) : x[i]; });
   });
 }
 

@@ -48,6 +48,9 @@ class Layer {
   virtual const char* type() const = 0;
   // Inputs the layer takes: a fixed count, or -1 for "two or more" (Add).
   virtual int num_inputs() const { return 1; }
+  // The layer's configuration in one line ("filters=4 kernel=3x3 strides=1x1 padding=valid"):
+  // part of the architecture description saved with a model.
+  virtual std::string config() const { return ""; }
 
   virtual Shape output_shape(Span<const Shape> inputs) const = 0;
   virtual void setup(Span<const Shape> inputs) = 0;

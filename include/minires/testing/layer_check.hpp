@@ -74,11 +74,13 @@ inline LayerCheckResult check_layer(Layer<double>& layer, const std::vector<Shap
   std::vector<Tensor<double>> dxs, dx_prefill;
   std::vector<Tensor<double>*> dxptr;
   for (std::size_t i = 0; i < xs.size(); ++i) {
-    const bool want = options.check_input.empty() || options.check_input[i];
     dxs.emplace_back(input_shapes[i]);
     dxs.back().uniform(rng, -1.0, 1.0);
     dx_prefill.push_back(dxs.back().clone());
-    dxptr.push_back(want ? &dxs.back() : nullptr);
+  }
+  for (std::size_t i = 0; i < xs.size(); ++i) {  // after dxs stops growing
+    const bool want = options.check_input.empty() || options.check_input[i];
+    dxptr.push_back(want ? &dxs[i] : nullptr);
   }
   auto params = layer.params();
   std::vector<Tensor<double>> grad_prefill;

@@ -1,0 +1,166 @@
+// Batch normalisation per channel, on x viewed as (N, C, S): S = H*W for NCHW images, S = 1 for
+// (N, features). Channel c holds m = N*S values.
+//
+//   mean = Σ x / m     var = Σ (x − mean)² / m  (biased)     rstd = 1 / sqrt(var + epsilon)
+//   x̂ = (x − mean) · rstd                                     y = γ · x̂ + β
+//
+// Backward, with dy given:
+//   dβ += Σ dy      dγ += Σ dy · x̂
+//   statistics of this batch (training):  dx += γ·rstd/m · (m·dy − Σdy − x̂ · Σ(dy·x̂))
+//   constant statistics (inference):      dx += γ·rstd · dy
+//
+// Sums are accumulated in double: each image's run of S values is summed in T in segments of
+// at most 512 (vectorised by Eigen) and the segment sums are added in double. Mean and variance
+// use the corrected two-pass algorithm (Chan, Golub & LeVeque), so a large mean does not cancel
+// the variance away. Channels are computed
+// in parallel, each by one thread in a fixed order: results do not depend on the thread count.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <algorithm>
+#include <cmath>
+
+#include "minires/core/shape.hpp"
+
+namespace minires::kernels {
+
+struct BatchNormDims {
+  index_t batch = 0, channels = 0, spatial = 1;  // N, C, S
+
+  index_t count() const noexcept { return batch * spatial; }  // m: values per channel
+  index_t size() const noexcept { return batch * channels * spatial; }
+};
+
+namespace detail {
+
+inline constexpr index_t bn_segment = 512;
+inline constexpr index_t bn_parallel_min = 1 << 15;  // elements below which one thread runs
+
+template <class T>
+using ConstArrayMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
+template <class T>
+using ArrayMap = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
+
+// Calls f(offset, length) for the runs of channel c: each image's S values, in segments.
+template <class F>
+void for_channel_runs(const BatchNormDims& d, index_t c, F&& f) {
+  for (index_t n = 0; n < d.batch; ++n) {
+    const index_t base = (n * d.channels + c) * d.spatial;
+    for (index_t s = 0; s < d.spatial; s += bn_segment) {
+      f(base + s, std::min(bn_segment, d.spatial - s));
+    }
+  }
+}
+
+// y = (x − mu) · scale + offset over channel c.
+template <class T>
+void channel_affine(const T* x, const BatchNormDims& d, index_t c, T mu, T scale, T offset, T* y) {
+  for_channel_runs(d, c, [&](index_t off, index_t len) {
+    ArrayMap<T>(y + off, len) = (ConstArrayMap<T>(x + off, len) - mu) * scale + offset;
+  });
+}
+
+// Runs body(c) for every channel, in parallel when the tensor is large.
+template <class Body>
+void for_channels(const BatchNormDims& d, Body&& body) {
+#pragma omp parallel for schedule(static) if (d.size() >= bn_parallel_min)
+  for (index_t c = 0; c < d.channels; ++c) body(c);
+}
+
+}  // namespace detail
+
+// Training forward: batch mean and biased variance per channel (written to mean, var), the rstd
+// cached for backward, and y = γ·(x − mean)·rstd + β.
+template <class T>
+void batch_norm_forward_train(const T* x, const BatchNormDims& d, const T* gamma, const T* beta,
+                              double epsilon, T* y, double* mean, double* var, double* rstd) {
+  using detail::ConstArrayMap;
+  const double m = static_cast<double>(d.count());
+  detail::for_channels(d, [&](index_t c) {
+    // Corrected two-pass algorithm: a first mean rounded to T, then the sums of the deviations
+    // from it, e = x − mu_t, give mean = mu_t + Σe/m and var = Σe²/m − (Σe/m)².
+    double sum_x = 0.0;
+    detail::for_channel_runs(d, c, [&](index_t off, index_t len) {
+      sum_x += static_cast<double>(ConstArrayMap<T>(x + off, len).sum());
+    });
+    const T mu_t = static_cast<T>(sum_x / m);
+    double sum_e = 0.0, sum_e2 = 0.0;
+    detail::for_channel_runs(d, c, [&](index_t off, index_t len) {
+      const auto e = ConstArrayMap<T>(x + off, len) - mu_t;
+      sum_e += static_cast<double>(e.sum());
+      sum_e2 += static_cast<double>(e.square().sum());
+    });
+    const double mu = static_cast<double>(mu_t) + sum_e / m;
+    const double v = std::max(0.0, sum_e2 / m - (sum_e / m) * (sum_e / m));
+    const double r = 1.0 / std::sqrt(v + epsilon);
+    mean[c] = mu;
+    var[c] = v;
+    rstd[c] = r;
+    // y = γ·r·(x − mu_t) + β + γ·r·(mu_t − mu)
+    detail::channel_affine(x, d, c, mu_t, static_cast<T>(gamma[c] * r),
+                           static_cast<T>(beta[c] + gamma[c] * r * (mu_t - mu)), y);
+  });
+}
+
+// Inference forward with the moving statistics: y = γ·(x − moving_mean)/sqrt(moving_var + ε) + β.
+// The statistics used are written to mean and rstd for backward.
+template <class T>
+void batch_norm_forward_infer(const T* x, const BatchNormDims& d, const T* gamma, const T* beta,
+                              const T* moving_mean, const T* moving_variance, double epsilon, T* y,
+                              double* mean, double* rstd) {
+  detail::for_channels(d, [&](index_t c) {
+    mean[c] = moving_mean[c];
+    rstd[c] = 1.0 / std::sqrt(static_cast<double>(moving_variance[c]) + epsilon);
+    detail::channel_affine(x, d, c, moving_mean[c], static_cast<T>(gamma[c] * rstd[c]), beta[c], y);
+  });
+}
+
+// moving = momentum · moving + (1 − momentum) · batch, per channel (Keras' moving average
+// without zero-debiasing).
+template <class T>
+void batch_norm_update_moving(const double* batch, index_t channels, double momentum, T* moving) {
+  for (index_t c = 0; c < channels; ++c) {
+    moving[c] =
+        static_cast<T>(momentum * static_cast<double>(moving[c]) + (1.0 - momentum) * batch[c]);
+  }
+}
+
+// Backward with the mean/rstd the forward used. batch_statistics: the forward normalised with
+// statistics of this batch (training) rather than constants (inference). Accumulates into dgamma,
+// dbeta and dx (dx may be null).
+template <class T>
+void batch_norm_backward(const T* x, const T* dy, const BatchNormDims& d, const T* gamma,
+                         const double* mean, const double* rstd, bool batch_statistics, T* dx,
+                         T* dgamma, T* dbeta) {
+  using detail::ArrayMap;
+  using detail::ConstArrayMap;
+  const double m = static_cast<double>(d.count());
+  detail::for_channels(d, [&](index_t c) {
+    const T mu_t = static_cast<T>(mean[c]);
+    const double r = rstd[c];
+    // Σ dy and Σ dy·(x − mu_t) in one pass; Σ dy·x̂ = r · (Σ dy·(x − mu_t) + (mu_t − mean)·Σ dy).
+    double sum_dy = 0.0, sum_dy_xc = 0.0;
+    detail::for_channel_runs(d, c, [&](index_t off, index_t len) {
+      const auto g = ConstArrayMap<T>(dy + off, len);
+      sum_dy += static_cast<double>(g.sum());
+      sum_dy_xc += static_cast<double>((g * (ConstArrayMap<T>(x + off, len) - mu_t)).sum());
+    });
+    const double sum_dy_xhat = r * (sum_dy_xc + (mu_t - mean[c]) * sum_dy);
+    dbeta[c] += static_cast<T>(sum_dy);
+    dgamma[c] += static_cast<T>(sum_dy_xhat);
+    if (dx == nullptr) return;
+    // dx += a·dy + b·(x − mu_t) + k, with a = γ·r and, for batch statistics,
+    // b = −a·r·Σ(dy·x̂)/m and k = −a·Σdy/m + b·(mu_t − mean).
+    const double a = static_cast<double>(gamma[c]) * r;
+    const double b = batch_statistics ? -a * r * sum_dy_xhat / m : 0.0;
+    const double k = batch_statistics ? -a * sum_dy / m + b * (mu_t - mean[c]) : 0.0;
+    const T at = static_cast<T>(a), bt = static_cast<T>(b), kt = static_cast<T>(k);
+    detail::for_channel_runs(d, c, [&](index_t off, index_t len) {
+      ArrayMap<T>(dx + off, len) +=
+          at * ConstArrayMap<T>(dy + off, len) + bt * (ConstArrayMap<T>(x + off, len) - mu_t) + kt;
+    });
+  });
+}
+
+}  // namespace minires::kernels
