@@ -28,3 +28,18 @@
 #include "minires/layers/max_pool2d.hpp"
 #include "minires/layers/relu.hpp"
 #include "minires/layers/softmax_cross_entropy.hpp"
+
+#include "minires/graph/model.hpp"
+#include "minires/graph/residual.hpp"
+
+#include "minires/optim/adam.hpp"
+#include "minires/optim/optimizer.hpp"
+#include "minires/optim/rmsprop.hpp"
+#include "minires/optim/schedule.hpp"
+#include "minires/optim/sgd.hpp"
+
+#include "minires/io/checkpoint.hpp"
+
+#include "minires/train/callbacks.hpp"
+#include "minires/train/dataset.hpp"
+#include "minires/train/fit.hpp"

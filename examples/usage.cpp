@@ -1,0 +1,75 @@
+// The seed notebook's my_resnet() in minires: build it, look at it, train it, save it, load
+// it back and predict. Trains on a small synthetic task so it runs anywhere in seconds; the
+// fmnist example trains the same model on Fashion-MNIST.
+//
+//   build/release/examples/usage [epochs]
+#include <minires/minires.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+
+using namespace minires;
+
+// Conv 3x3 (4) -> BN -> ReLU -> MaxPool 2x2 -> conv_block(4, 4, 64) -> identity_block x2
+// -> AvgPool 2x2 -> Flatten -> Dense 10 (softmax in the loss), as in the 2017 Keras notebook.
+Model<float> my_resnet() {
+  Model<float> m;
+  Node x = m.input(Shape{1, 28, 28});
+  x = m.add(Conv2D<float>(4, 3, Conv2DOptions().same()), x, "Conv1");
+  x = m.add(BatchNorm<float>(), x, "BN_Conv1");
+  x = m.add(ReLU<float>(), x);
+  x = m.add(MaxPool2D<float>(2), x);
+  x = conv_block(m, x, {4, 4, 64}, {1, 1, "a_2"});
+  x = identity_block(m, x, {4, 4, 64}, {1, 1, "b_2"});
+  x = identity_block(m, x, {4, 4, 64}, {1, 1, "c_2"});
+  x = m.add(AvgPool2D<float>(2), x, "avg_pool");
+  x = m.add(Flatten<float>(), x);
+  m.add(Dense<float>(10), x, "softmax10");
+  return m;
+}
+
+// 28x28 images of a bright square whose position (one of ten) is the class, plus noise.
+TensorDataset<float> squares(index_t n, std::uint64_t seed) {
+  Rng rng(seed);
+  Tensor<float> x(Shape{n, 1, 28, 28});
+  std::vector<std::int32_t> y(static_cast<std::size_t>(n));
+  for (index_t i = 0; i < n; ++i) {
+    const auto cls = static_cast<std::int32_t>(rng.uniform_int(10));
+    y[static_cast<std::size_t>(i)] = cls;
+    float* img = x.data() + i * 784;
+    for (index_t k = 0; k < 784; ++k) img[k] = static_cast<float>(rng.uniform(0.0, 0.5));
+    const index_t r0 = 2 + (cls / 5) * 13, c0 = 2 + (cls % 5) * 5;
+    for (index_t r = r0; r < r0 + 8; ++r)
+      for (index_t c = c0; c < c0 + 4; ++c) img[r * 28 + c] = 1.0f;
+  }
+  return TensorDataset<float>(std::move(x), std::move(y), 10);
+}
+
+int main(int argc, char** argv) {
+  const index_t epochs = argc > 1 ? std::atoi(argv[1]) : 3;
+  Model<float> model = my_resnet();
+  model.init(/*seed=*/42);
+  std::fputs(model.summary().c_str(), stdout);
+
+  const auto train = squares(2000, 1), val = squares(500, 2);
+  SoftmaxCrossEntropy<float> loss;  // Keras' categorical cross-entropy (clipped at 1e-7)
+  RMSprop<float> optimizer;         // Keras 2.0 defaults: lr 1e-3, rho 0.9, epsilon 1e-8
+  FitOptions options;
+  options.epochs = epochs;
+  options.batch_size = 128;
+  ProgressBar<float> progress;
+  fit(model, loss, optimizer, train, &val, options, {&progress});
+
+  const EvalResult result = evaluate(model, val);
+  std::printf("validation accuracy %.4f, loss %.4f\n", result.accuracy, result.loss);
+
+  save(model, "usage_model.mrm", {{"epochs", std::to_string(epochs)}});
+  Model<float> restored = my_resnet();
+  load(restored, "usage_model.mrm");
+  const Tensor<float> p = predict(restored, val.samples());
+  std::printf("restored model: sample 0 is class %d with probability %.3f\n",
+              static_cast<int>(std::max_element(p.data(), p.data() + 10) - p.data()),
+              static_cast<double>(*std::max_element(p.data(), p.data() + 10)));
+  std::remove("usage_model.mrm");
+  return result.accuracy > 0.5 ? 0 : 1;
+}

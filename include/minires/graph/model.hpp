@@ -1,0 +1,400 @@
+// Model<T>: a network as a directed acyclic graph of layers, built with a functional API like
+// Keras' (the seed notebook's model is written that way):
+//
+//   Model<float> m;
+//   Node x = m.input(Shape{1, 28, 28});
+//   Node y = m.add(Conv2D<float>(4, 3), x);
+//   Node z = m.add(Add<float>(), {y, x});      // branches and merges
+//   m.set_output(z);
+//
+// Shapes are inferred while building and a mismatch throws ShapeError naming the layers and
+// shapes. Nodes are stored in the order they were added, which is a topological order: forward
+// runs it front to back, backward back to front, and a node that feeds several consumers
+// receives the sum of their gradients (layers accumulate into dx).
+//
+// Memory is planned once per batch size: plan(n) sizes every activation, gradient and layer
+// scratch buffer for batches of up to n samples; later steps with n or fewer samples allocate
+// nothing.
+#pragma once
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <initializer_list>
+#include <map>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "minires/core/error.hpp"
+#include "minires/core/rng.hpp"
+#include "minires/core/shape.hpp"
+#include "minires/core/span.hpp"
+#include "minires/core/tensor.hpp"
+#include "minires/layers/layer.hpp"
+
+namespace minires {
+
+// A handle to a node of a Model (its index). Only meaningful for the model that made it.
+struct Node {
+  int id = -1;
+};
+
+template <class T>
+class Model {
+ public:
+  Model() = default;
+  Model(Model&&) noexcept = default;
+  Model& operator=(Model&&) noexcept = default;
+
+  // ---- Building --------------------------------------------------------------------------
+
+  // The model's input: the shape of one sample, without the batch dimension (e.g. {1, 28, 28}).
+  Node input(const Shape& sample_shape, const std::string& name = "") {
+    if (input_ >= 0)
+      throw ValueError("Model::input: the model already has an input ('" + nodes_[input_].name +
+                       "')");
+    if (sample_shape.rank() >= Shape::max_rank) {
+      throw ShapeError(
+          "Model::input: expected a sample shape of rank <= 3 (the batch is added), found " +
+          sample_shape.str());
+    }
+    NodeData n;
+    n.name = unique_name(name, "input");
+    n.sample_shape = sample_shape;
+    nodes_.push_back(std::move(n));
+    input_ = static_cast<int>(nodes_.size()) - 1;
+    return Node{input_};
+  }
+
+  // Applies `layer` to the outputs of `inputs`; returns the new node.
+  template <class L, class = std::enable_if_t<std::is_base_of_v<Layer<T>, std::decay_t<L>>>>
+  Node add(L&& layer, std::initializer_list<Node> inputs, const std::string& name = "") {
+    return add(std::unique_ptr<Layer<T>>(new std::decay_t<L>(std::forward<L>(layer))),
+               std::vector<Node>(inputs), name);
+  }
+  template <class L, class = std::enable_if_t<std::is_base_of_v<Layer<T>, std::decay_t<L>>>>
+  Node add(L&& layer, Node input, const std::string& name = "") {
+    return add(std::forward<L>(layer), {input}, name);
+  }
+
+  Node add(std::unique_ptr<Layer<T>> layer, const std::vector<Node>& inputs,
+           const std::string& name = "") {
+    if (!layer) throw ValueError("Model::add: expected a layer, found null");
+    const std::string node_name = unique_name(name, snake_case(layer->type()));
+    const int arity = layer->num_inputs();
+    const bool arity_ok =
+        arity < 0 ? inputs.size() >= 2 : inputs.size() == static_cast<std::size_t>(arity);
+    if (!arity_ok) {
+      throw ShapeError(
+          "Model::add: layer '" + node_name + "' (" + layer->type() + ") expects " +
+          (arity < 0 ? std::string("two or more inputs") : std::to_string(arity) + " input(s)") +
+          ", found " + std::to_string(inputs.size()));
+    }
+    std::vector<Shape> in_shapes;
+    std::vector<int> ids;
+    for (Node in : inputs) {
+      check_node(in, "Model::add");
+      ids.push_back(in.id);
+      in_shapes.push_back(with_batch(nodes_[static_cast<std::size_t>(in.id)].sample_shape, 1));
+    }
+    Shape out;
+    try {
+      out = layer->output_shape(Span<const Shape>(in_shapes));
+    } catch (const ShapeError& e) {
+      std::string from;
+      for (int id : ids) {
+        from += (from.empty() ? "'" : ", '") + nodes_[static_cast<std::size_t>(id)].name + "' " +
+                batch_str(nodes_[static_cast<std::size_t>(id)].sample_shape);
+      }
+      throw ShapeError("Model::add: layer '" + node_name + "' (" + layer->type() +
+                       ") cannot take " + from + ": " + e.what());
+    }
+    NodeData n;
+    n.name = node_name;
+    n.layer = std::move(layer);
+    n.inputs = ids;
+    n.sample_shape = drop_batch(out);
+    nodes_.push_back(std::move(n));
+    planned_batch_ = 0;
+    return Node{static_cast<int>(nodes_.size()) - 1};
+  }
+
+  // Marks the node whose activation is the model's output (the logits). Defaults to the last
+  // node added.
+  void set_output(Node n) {
+    check_node(n, "Model::set_output");
+    output_ = n.id;
+  }
+
+  // ---- Parameters --------------------------------------------------------------------------
+
+  // Draws every layer's parameters from a generator seeded with `seed`, layer by layer in node
+  // order, so the same seed gives the same model.
+  void init(std::uint64_t seed) {
+    check_built();
+    Rng rng(seed);
+    plan(1);  // layers create their parameters in their first setup
+    for (auto& n : nodes_)
+      if (n.layer) n.layer->init(rng);
+  }
+
+  // Trainable parameters, named "<node>/<param>" (e.g. "conv2d_1/kernel").
+  std::vector<ParamRef<T>> params() { return collect(false); }
+  // Non-trainable saved state (BatchNorm moving statistics), named like params().
+  std::vector<ParamRef<T>> state() { return collect(true); }
+
+  index_t trainable_count() {
+    index_t n = 0;
+    for (auto& p : params()) n += p.value->size();
+    return n;
+  }
+  index_t non_trainable_count() {
+    index_t n = 0;
+    for (auto& p : state()) n += p.value->size();
+    return n;
+  }
+
+  // ---- Running ---------------------------------------------------------------------------
+
+  // Sizes all buffers for batches of up to `batch` samples. Called by forward() when needed;
+  // call it yourself to move the allocation out of the first step.
+  void plan(index_t batch) {
+    check_built();
+    if (batch < 1)
+      throw ValueError("Model::plan: expected a batch of at least 1, found " +
+                       std::to_string(batch));
+    if (batch <= planned_batch_) return;
+    setup_layers(batch);
+    for (auto& n : nodes_) {
+      n.y.resize(with_batch(n.sample_shape, batch));
+      n.dy.resize(with_batch(n.sample_shape, batch));
+      n.x_ptrs.clear();
+      n.dx_ptrs.clear();
+      for (int id : n.inputs) {
+        n.x_ptrs.push_back(&nodes_[static_cast<std::size_t>(id)].y);
+        n.dx_ptrs.push_back(id == input_ ? nullptr : &nodes_[static_cast<std::size_t>(id)].dy);
+      }
+    }
+    param_cache_ = params();
+    planned_batch_ = batch;
+  }
+
+  // Runs the model on x, a batch of shape (n, sample shape...); returns the output activation
+  // (valid until the next forward).
+  const Tensor<T>& forward(const Tensor<T>& x, Mode mode) {
+    check_built();
+    const NodeData& in = nodes_[static_cast<std::size_t>(input_)];
+    if (x.rank() != in.sample_shape.rank() + 1 || drop_batch(x.shape()) != in.sample_shape) {
+      throw ShapeError("Model::forward: expected a batch of shape " + batch_str(in.sample_shape) +
+                       ", found " + x.shape().str());
+    }
+    const index_t batch = x.dim(0);
+    plan(batch);
+    for (auto& n : nodes_) {
+      n.y.resize(with_batch(n.sample_shape, batch));
+      n.dy.resize(with_batch(n.sample_shape, batch));
+    }
+    nodes_[static_cast<std::size_t>(input_)].y.copy_from(x);
+    for (auto& n : nodes_) {
+      if (!n.layer) continue;
+      n.layer->forward(Span<const Tensor<T>* const>(n.x_ptrs.data(), n.x_ptrs.size()), n.y, mode);
+    }
+    return output_node().y;
+  }
+
+  // Zeroes every activation gradient and every parameter gradient (once per step: layers and
+  // the loss accumulate into them).
+  void zero_grad() {
+    for (auto& n : nodes_) n.dy.zero();
+    for (auto& p : param_cache_) p.grad->zero();
+  }
+
+  // The gradient of the loss with respect to the output, for the loss to accumulate into.
+  Tensor<T>& output_grad() { return output_node().dy; }
+
+  // Back-propagates output_grad() through the graph into every parameter gradient.
+  void backward() {
+    for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
+      NodeData& n = *it;
+      if (!n.layer) continue;
+      n.layer->backward(Span<const Tensor<T>* const>(n.x_ptrs.data(), n.x_ptrs.size()), n.y, n.dy,
+                        Span<Tensor<T>* const>(n.dx_ptrs.data(), n.dx_ptrs.size()));
+    }
+  }
+
+  // ---- Inspection --------------------------------------------------------------------------
+
+  std::size_t size() const noexcept { return nodes_.size(); }
+  const std::string& name(Node n) const { return node(n).name; }
+  Shape output_shape(Node n) const { return node(n).sample_shape; }
+  Layer<T>* layer(Node n) { return node(n).layer.get(); }
+  Layer<T>* layer(const std::string& name) {
+    for (auto& n : nodes_)
+      if (n.name == name) return n.layer.get();
+    throw ValueError("Model::layer: no layer named '" + name + "'");
+  }
+  Node output() const { return Node{output_id()}; }
+  Node input_node() const {
+    if (input_ < 0) throw ValueError("Model: the model has no input; call input() first");
+    return Node{input_};
+  }
+  // (n, sample shape...)
+  static Shape batch_shape(const Shape& sample, index_t n) { return with_batch(sample, n); }
+  const Tensor<T>& activation(Node n) const { return node(n).y; }
+  index_t planned_batch() const noexcept { return planned_batch_; }
+
+  // A one-line-per-node description of the architecture (names, types, configuration, inputs,
+  // output shapes): saved with the weights so a file is only loaded into the same model.
+  std::string architecture() const {
+    std::string s;
+    for (const auto& n : nodes_) {
+      s += n.name + " " + (n.layer ? n.layer->type() : "Input") + " " +
+           (n.layer ? n.layer->config() : std::string()) + " <-";
+      for (int id : n.inputs) s += " " + nodes_[static_cast<std::size_t>(id)].name;
+      s += " " + batch_str(n.sample_shape) + "\n";
+    }
+    if (!nodes_.empty()) s += "output " + nodes_[static_cast<std::size_t>(output_id())].name + "\n";
+    return s;
+  }
+
+  // A Keras-style summary table.
+  std::string summary() {
+    const int w_name = 34, w_shape = 22, w_params = 10;
+    auto pad = [](std::string s, int w) {
+      if (static_cast<int>(s.size()) < w) s.resize(static_cast<std::size_t>(w), ' ');
+      return s + " ";
+    };
+    std::string line(w_name + w_shape + w_params + 34, '_');
+    std::string eq(line.size(), '=');
+    std::string s = line + "\n" + pad("Layer (type)", w_name) + pad("Output Shape", w_shape) +
+                    pad("Param #", w_params) + "Connected to\n" + eq + "\n";
+    for (auto& n : nodes_) {
+      const std::string type = n.layer ? n.layer->type() : "InputLayer";
+      std::string from;
+      for (int id : n.inputs)
+        from += (from.empty() ? "" : ", ") + nodes_[static_cast<std::size_t>(id)].name;
+      index_t count = 0;
+      if (n.layer)
+        for (auto& p : n.layer->params()) count += p.value->size();
+      if (n.layer)
+        for (auto& p : n.layer->state()) count += p.value->size();
+      s += pad(n.name + " (" + type + ")", w_name) + pad(batch_str(n.sample_shape), w_shape) +
+           pad(std::to_string(count), w_params) + from + "\n";
+    }
+    const index_t trainable = trainable_count(), fixed = non_trainable_count();
+    s += eq + "\nTotal params: " + with_commas(trainable + fixed) +
+         "\nTrainable params: " + with_commas(trainable) +
+         "\nNon-trainable params: " + with_commas(fixed) + "\n" + line + "\n";
+    return s;
+  }
+
+ private:
+  struct NodeData {
+    std::string name;
+    std::unique_ptr<Layer<T>> layer;  // null for the input
+    std::vector<int> inputs;
+    Shape sample_shape;  // output shape without the batch
+    Tensor<T> y, dy;     // activation and its gradient, planned for the largest batch
+    std::vector<const Tensor<T>*> x_ptrs;
+    std::vector<Tensor<T>*> dx_ptrs;  // null where no gradient is needed (the model input)
+  };
+
+  static Shape with_batch(const Shape& sample, index_t n) {
+    index_t d[Shape::max_rank];
+    d[0] = n;
+    for (int i = 0; i < sample.rank(); ++i) d[i + 1] = sample[i];
+    return Shape::from(d, sample.rank() + 1);
+  }
+  static Shape drop_batch(const Shape& s) { return Shape::from(s.data() + 1, s.rank() - 1); }
+  static std::string batch_str(const Shape& sample) {
+    std::string s = "(None";
+    for (int i = 0; i < sample.rank(); ++i) s += ", " + std::to_string(sample[i]);
+    return s + ")";
+  }
+  static std::string with_commas(index_t v) {
+    std::string s = std::to_string(v);
+    for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3)
+      s.insert(static_cast<std::size_t>(i), ",");
+    return s;
+  }
+  // "BatchNormalization" -> "batch_normalization", "Conv2D" -> "conv2d", "ReLU" -> "relu":
+  // a word starts at a capital between a lower-case letter and a lower-case letter.
+  static std::string snake_case(const std::string& type) {
+    auto lower = [&](std::size_t i) {
+      return i < type.size() && std::islower(static_cast<unsigned char>(type[i])) != 0;
+    };
+    std::string s;
+    for (std::size_t i = 0; i < type.size(); ++i) {
+      const auto c = static_cast<unsigned char>(type[i]);
+      if (std::isupper(c) && i > 0 && lower(i - 1) && lower(i + 1)) s += '_';
+      s += static_cast<char>(std::tolower(c));
+    }
+    return s;
+  }
+
+  std::string unique_name(const std::string& given, const std::string& base) {
+    if (!given.empty()) {
+      for (const auto& n : nodes_)
+        if (n.name == given)
+          throw ValueError("Model: a layer named '" + given + "' already exists");
+      return given;
+    }
+    const int k = ++name_counts_[base];
+    std::string candidate = base + "_" + std::to_string(k);
+    for (const auto& n : nodes_)
+      if (n.name == candidate) return unique_name("", base);
+    return candidate;
+  }
+
+  void check_node(Node n, const char* where) const {
+    if (n.id < 0 || n.id >= static_cast<int>(nodes_.size())) {
+      throw ValueError(std::string(where) + ": node " + std::to_string(n.id) +
+                       " does not belong to this model (it has " + std::to_string(nodes_.size()) +
+                       " nodes)");
+    }
+  }
+  void check_built() const {
+    if (input_ < 0) throw ValueError("Model: the model has no input; call input() first");
+    if (nodes_.size() < 2) throw ValueError("Model: the model has no layers");
+  }
+  int output_id() const { return output_ >= 0 ? output_ : static_cast<int>(nodes_.size()) - 1; }
+  NodeData& output_node() { return nodes_[static_cast<std::size_t>(output_id())]; }
+  const NodeData& node(Node n) const {
+    check_node(n, "Model");
+    return nodes_[static_cast<std::size_t>(n.id)];
+  }
+
+  void setup_layers(index_t batch) {
+    for (auto& n : nodes_) {
+      if (!n.layer) continue;
+      std::vector<Shape> in;
+      for (int id : n.inputs)
+        in.push_back(with_batch(nodes_[static_cast<std::size_t>(id)].sample_shape, batch));
+      n.layer->setup(Span<const Shape>(in));
+    }
+  }
+
+  std::vector<ParamRef<T>> collect(bool state) {
+    std::vector<ParamRef<T>> out;
+    for (auto& n : nodes_) {
+      if (!n.layer) continue;
+      for (auto& p : state ? n.layer->state() : n.layer->params()) {
+        p.name = n.name + "/" + p.name;
+        out.push_back(p);
+      }
+    }
+    return out;
+  }
+
+  std::vector<NodeData> nodes_;
+  std::vector<ParamRef<T>> param_cache_;  // params(), gathered by plan() for zero_grad()
+  std::map<std::string, int> name_counts_;
+  int input_ = -1;
+  int output_ = -1;
+  index_t planned_batch_ = 0;
+};
+
+}  // namespace minires

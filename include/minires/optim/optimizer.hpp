@@ -1,0 +1,112 @@
+// Optimizer<T>: updates a set of named parameters from their gradients. attach() binds the
+// parameters and sizes the per-parameter state (zeroed) once; step() allocates nothing.
+// The learning rate is a plain value the training loop (or a schedule) may change between
+// steps. state() exposes the slots and the iteration count by name, for checkpoints.
+#pragma once
+
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "minires/core/error.hpp"
+#include "minires/core/tensor.hpp"
+#include "minires/layers/layer.hpp"
+
+namespace minires {
+
+template <class T>
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+
+  // "RMSprop", "SGD", "Adam", "AdamW"
+  virtual const char* name() const = 0;
+  // One-line hyper-parameters, e.g. "lr=0.001 rho=0.9 epsilon=1e-08".
+  virtual std::string config() const = 0;
+
+  // Binds the optimizer to `params` (each with a gradient) and zeroes its state.
+  void attach(std::vector<ParamRef<T>> params) {
+    for (const auto& p : params) {
+      if (p.value == nullptr || p.grad == nullptr || p.value->shape() != p.grad->shape()) {
+        throw ValueError(std::string(name()) + ": parameter '" + p.name +
+                         "' needs a value and a gradient of the same shape");
+      }
+    }
+    params_ = std::move(params);
+    slots_.clear();
+    slots_.resize(params_.size());
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      for (int s = 0; s < num_slots(); ++s) slots_[i].emplace_back(params_[i].value->shape());
+    }
+    iterations_.resize(Shape{1});
+    iterations_.zero();
+  }
+
+  bool attached() const noexcept { return !iterations_.empty(); }
+
+  // Applies one update to every attached parameter.
+  void step() {
+    if (params_.empty()) throw ValueError(std::string(name()) + ": step() before attach()");
+    iterations_[0] += T(1);
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      update(*params_[i].value, *params_[i].grad, slots_[i]);
+    }
+  }
+
+  double learning_rate() const noexcept { return lr_; }
+  void set_learning_rate(double lr) { lr_ = checked_lr(name(), lr); }
+  // Steps taken since attach() (or as restored from a checkpoint).
+  long long iterations() const noexcept {
+    return iterations_.empty() ? 0 : static_cast<long long>(iterations_[0]);
+  }
+
+  // The optimizer's state as named tensors: "<param>/<slot>" and "iterations".
+  std::vector<ParamRef<T>> state() {
+    std::vector<ParamRef<T>> out;
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      for (int s = 0; s < num_slots(); ++s) {
+        out.push_back({params_[i].name + "/" + slot_name(s),
+                       &slots_[i][static_cast<std::size_t>(s)], nullptr});
+      }
+    }
+    out.push_back({"iterations", &iterations_, nullptr});
+    return out;
+  }
+
+ protected:
+  // `optimizer` names the optimizer in messages (virtual calls are not possible here).
+  Optimizer(const char* optimizer, double lr) : lr_(checked_lr(optimizer, lr)) {}
+
+  static double checked_lr(const char* optimizer, double lr) {
+    if (!(lr >= 0.0) || !std::isfinite(lr)) {
+      throw ValueError(std::string(optimizer) + ": expected a finite learning rate >= 0, found " +
+                       std::to_string(lr));
+    }
+    return lr;
+  }
+
+  virtual int num_slots() const = 0;
+  virtual const char* slot_name(int s) const = 0;
+  virtual void update(Tensor<T>& p, const Tensor<T>& g, std::vector<Tensor<T>>& slots) = 0;
+
+  static void check_range(const char* opt, const char* what, double v, double lo, double hi) {
+    if (!(v >= lo && v <= hi)) {
+      throw ValueError(std::string(opt) + ": expected " + what + " in [" + std::to_string(lo) +
+                       ", " + std::to_string(hi) + "], found " + std::to_string(v));
+    }
+  }
+  static std::string fmt(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", v);
+    return buf;
+  }
+
+ private:
+  std::vector<ParamRef<T>> params_;
+  std::vector<std::vector<Tensor<T>>> slots_;
+  Tensor<T> iterations_;
+  double lr_ = 0.0;
+};
+
+}  // namespace minires

@@ -1,0 +1,302 @@
+// The training loop: fit() trains a Model with a SoftmaxCrossEntropy loss and an Optimizer on a
+// Dataset, epoch by epoch, with seeded shuffling, an optional learning-rate schedule, validation
+// after each epoch and callbacks (progress, checkpoints, early stopping). evaluate() and
+// predict() run the model in inference mode.
+//
+// Determinism: epoch e shuffles with a generator seeded from (seed, e), and batches are
+// gathered in that order, so the same seed and thread count give bit-identical runs, also
+// when training is resumed at an epoch boundary (initial_epoch).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "minires/core/error.hpp"
+#include "minires/core/rng.hpp"
+#include "minires/core/tensor.hpp"
+#include "minires/graph/model.hpp"
+#include "minires/layers/softmax_cross_entropy.hpp"
+#include "minires/optim/optimizer.hpp"
+#include "minires/optim/schedule.hpp"
+#include "minires/train/dataset.hpp"
+
+namespace minires {
+
+struct FitOptions {
+  index_t epochs = 1;
+  index_t batch_size = 32;  // Keras' default
+  bool shuffle = true;
+  std::uint64_t seed = 0;  // shuffling and augmentation
+  bool augment = false;    // pass a generator to Dataset::get while training
+  Schedule schedule = Schedule::constant();
+  index_t initial_epoch = 0;  // resume: epochs before this one count as done
+  // Polled between steps; when it becomes true, fit() stops without finishing the epoch.
+  const std::atomic<bool>* interrupt = nullptr;
+};
+
+struct EpochStats {
+  index_t epoch = 0;  // 1-based
+  double train_loss = 0, train_accuracy = 0;
+  double val_loss = std::numeric_limits<double>::quiet_NaN();
+  double val_accuracy = std::numeric_limits<double>::quiet_NaN();
+  double learning_rate = 0;  // at the epoch's last step
+  double seconds = 0;        // training time of the epoch (validation excluded)
+  double images_per_second = 0;
+};
+
+struct History {
+  std::vector<EpochStats> epochs;
+  bool interrupted = false;    // stopped by FitOptions::interrupt
+  bool stopped_early = false;  // a callback asked to stop
+};
+
+struct FitInfo {
+  index_t epochs = 0, initial_epoch = 0, steps_per_epoch = 0, train_size = 0, val_size = 0,
+          batch_size = 0;
+};
+
+struct BatchProgress {
+  index_t epoch = 0;  // 1-based
+  index_t step = 0;   // 1-based within the epoch
+  index_t steps = 0;
+  index_t samples = 0;            // seen so far in this epoch
+  double loss = 0, accuracy = 0;  // running means over the epoch
+  double seconds = 0;             // since the epoch began
+};
+
+template <class T>
+class Callback {
+ public:
+  virtual ~Callback() = default;
+  virtual void on_train_begin(const FitInfo&) {}
+  virtual void on_epoch_begin(index_t /*epoch*/) {}
+  virtual void on_batch_end(const BatchProgress&) {}
+  // Called with the finished epoch's figures; return false to stop training.
+  virtual bool on_epoch_end(const EpochStats&, Model<T>&, Optimizer<T>&) { return true; }
+  virtual void on_train_end(const History&) {}
+};
+
+struct EvalResult {
+  double loss = 0, accuracy = 0;
+  index_t classes = 0;
+  std::vector<index_t> confusion;  // classes x classes, row = true class, column = predicted
+};
+
+namespace detail {
+
+// Keeps a parameter out of template argument deduction (std::type_identity is C++20).
+template <class T>
+struct identity {
+  using type = T;
+};
+template <class T>
+using identity_t = typename identity<T>::type;
+
+inline index_t argmax_row(const float* p, index_t k) {
+  return static_cast<index_t>(std::max_element(p, p + k) - p);
+}
+inline index_t argmax_row(const double* p, index_t k) {
+  return static_cast<index_t>(std::max_element(p, p + k) - p);
+}
+
+inline std::uint64_t epoch_seed(std::uint64_t seed, index_t epoch, std::uint64_t stream) {
+  return seed * 0x9e3779b97f4a7c15ULL + static_cast<std::uint64_t>(epoch) * 0xbf58476d1ce4e5b9ULL +
+         stream;
+}
+
+template <class T>
+void check_dataset(const Model<T>& model, const Dataset<T>& data, const char* what) {
+  const Shape want = model.output_shape(model.input_node());
+  if (data.sample_shape() != want) {
+    throw ShapeError(std::string(what) + ": the model takes samples of shape " + want.str() +
+                     ", the dataset has " + data.sample_shape().str());
+  }
+  const Shape out = model.output_shape(model.output());
+  if (out.rank() != 1 || out[0] != data.num_classes()) {
+    throw ShapeError(std::string(what) + ": the model outputs " + out.str() +
+                     " per sample, the dataset has " + std::to_string(data.num_classes()) +
+                     " classes");
+  }
+}
+
+}  // namespace detail
+
+// Loss, accuracy and confusion matrix of `model` on `data`, in inference mode.
+template <class T>
+EvalResult evaluate(Model<T>& model, const Dataset<T>& data, index_t batch_size = 128) {
+  detail::check_dataset(model, data, "evaluate");
+  const index_t n = data.size(), k = data.num_classes();
+  const index_t bs = std::max<index_t>(1, std::min(batch_size, n));
+  Tensor<T> x(Model<T>::batch_shape(data.sample_shape(), bs));
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(bs));
+  std::vector<index_t> idx(static_cast<std::size_t>(bs));
+  SoftmaxCrossEntropy<T> loss;
+  loss.setup(Shape{bs, k});
+  EvalResult r;
+  r.classes = k;
+  r.confusion.assign(static_cast<std::size_t>(k * k), 0);
+  double loss_sum = 0;
+  index_t correct = 0;
+  for (index_t start = 0; start < n; start += bs) {
+    const index_t m = std::min(bs, n - start);
+    x.resize(Model<T>::batch_shape(data.sample_shape(), m));
+    std::iota(idx.begin(), idx.begin() + m, start);
+    data.get(Span<const index_t>(idx.data(), static_cast<std::size_t>(m)), x, labels.data(),
+             nullptr);
+    const Tensor<T>& logits = model.forward(x, Mode::Infer);
+    loss_sum += static_cast<double>(loss.forward(
+                    logits, Span<const std::int32_t>(labels.data(), static_cast<std::size_t>(m)))) *
+                static_cast<double>(m);
+    for (index_t i = 0; i < m; ++i) {
+      const index_t pred = detail::argmax_row(logits.data() + i * k, k);
+      const index_t truth = labels[static_cast<std::size_t>(i)];
+      correct += pred == truth;
+      ++r.confusion[static_cast<std::size_t>(truth * k + pred)];
+    }
+  }
+  r.loss = n > 0 ? loss_sum / static_cast<double>(n) : 0.0;
+  r.accuracy = n > 0 ? static_cast<double>(correct) / static_cast<double>(n) : 0.0;
+  return r;
+}
+
+// Class probabilities (N, classes) for the samples x (N, sample shape...), in inference mode.
+template <class T>
+Tensor<T> predict(Model<T>& model, const Tensor<T>& x, index_t batch_size = 128) {
+  if (x.rank() < 1) throw ShapeError("predict: expected a batch of samples, found a scalar");
+  const index_t n = x.dim(0);
+  const Shape sample = Shape::from(x.shape().data() + 1, x.rank() - 1);
+  const index_t per = n > 0 ? x.size() / n : 0;
+  const index_t k = model.output_shape(model.output())[0];
+  Tensor<T> probs(Shape{n, k}), chunk, chunk_probs;
+  const index_t bs = std::max<index_t>(1, std::min(batch_size, std::max<index_t>(n, 1)));
+  for (index_t start = 0; start < n; start += bs) {
+    const index_t m = std::min(bs, n - start);
+    chunk.resize(Model<T>::batch_shape(sample, m));
+    std::copy(x.data() + start * per, x.data() + (start + m) * per, chunk.data());
+    softmax(model.forward(chunk, Mode::Infer), chunk_probs);
+    std::copy(chunk_probs.data(), chunk_probs.data() + m * k, probs.data() + start * k);
+  }
+  return probs;
+}
+
+// Trains `model` (already initialised) on `train`, validating on `val` (may be null) after each
+// epoch. The optimizer is attached to the model's parameters here unless it already was (a
+// resumed optimizer keeps its state). Throws NumericalError if the loss stops being finite.
+template <class T>
+History fit(Model<T>& model, SoftmaxCrossEntropy<T>& loss, Optimizer<T>& optimizer,
+            const Dataset<T>& train, const Dataset<detail::identity_t<T>>* val,
+            const FitOptions& options,
+            const std::vector<Callback<detail::identity_t<T>>*>& callbacks = {}) {
+  detail::check_dataset(model, train, "fit");
+  if (val != nullptr) detail::check_dataset(model, *val, "fit (validation)");
+  if (options.batch_size < 1 || options.epochs < 0 || options.initial_epoch < 0) {
+    throw ValueError("fit: expected batch_size >= 1, epochs >= 0 and initial_epoch >= 0, found " +
+                     std::to_string(options.batch_size) + ", " + std::to_string(options.epochs) +
+                     " and " + std::to_string(options.initial_epoch));
+  }
+  const index_t n = train.size(), k = train.num_classes();
+  if (n == 0) throw ValueError("fit: the training set is empty");
+  const index_t bs = std::min(options.batch_size, n);
+  const index_t steps = (n + bs - 1) / bs;
+  const double base_lr = optimizer.learning_rate();
+
+  model.plan(bs);
+  loss.setup(Shape{bs, k});
+  if (!optimizer.attached()) optimizer.attach(model.params());
+
+  Tensor<T> x(Model<T>::batch_shape(train.sample_shape(), bs));
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(bs));
+  std::vector<index_t> order(static_cast<std::size_t>(n));
+
+  FitInfo info{options.epochs, options.initial_epoch, steps, n, val ? val->size() : 0, bs};
+  for (auto* c : callbacks) c->on_train_begin(info);
+  History history;
+  using clock = std::chrono::steady_clock;
+
+  for (index_t epoch = options.initial_epoch; epoch < options.epochs; ++epoch) {
+    for (auto* c : callbacks) c->on_epoch_begin(epoch + 1);
+    std::iota(order.begin(), order.end(), index_t(0));
+    if (options.shuffle) {
+      Rng shuffle_rng(detail::epoch_seed(options.seed, epoch, 1));
+      for (index_t i = n - 1; i > 0; --i) {
+        std::swap(order[static_cast<std::size_t>(i)],
+                  order[static_cast<std::size_t>(
+                      shuffle_rng.uniform_int(static_cast<std::uint64_t>(i + 1)))]);
+      }
+    }
+    Rng augment_rng(detail::epoch_seed(options.seed, epoch, 2));
+    const auto t0 = clock::now();
+    double loss_sum = 0;
+    index_t correct = 0, seen = 0;
+    EpochStats stats;
+    stats.epoch = epoch + 1;
+    for (index_t step = 0; step < steps; ++step) {
+      if (options.interrupt != nullptr && options.interrupt->load()) {
+        history.interrupted = true;
+        for (auto* c : callbacks) c->on_train_end(history);
+        return history;
+      }
+      const index_t start = step * bs, m = std::min(bs, n - start);
+      x.resize(Model<T>::batch_shape(train.sample_shape(), m));
+      train.get(Span<const index_t>(order.data() + start, static_cast<std::size_t>(m)), x,
+                labels.data(), options.augment ? &augment_rng : nullptr);
+
+      model.zero_grad();
+      const Tensor<T>& logits = model.forward(x, Mode::Train);
+      const double l = static_cast<double>(loss.forward(
+          logits, Span<const std::int32_t>(labels.data(), static_cast<std::size_t>(m))));
+      if (!std::isfinite(l)) {
+        throw NumericalError("fit: the loss became " + std::to_string(l) + " at epoch " +
+                             std::to_string(epoch + 1) + ", step " + std::to_string(step + 1) +
+                             "; training stopped (checkpoints written so far are unchanged)");
+      }
+      for (index_t i = 0; i < m; ++i) {
+        correct +=
+            detail::argmax_row(logits.data() + i * k, k) == labels[static_cast<std::size_t>(i)];
+      }
+      loss.backward(model.output_grad());
+      model.backward();
+      stats.learning_rate = options.schedule.at(base_lr, epoch * steps + step, steps);
+      optimizer.set_learning_rate(stats.learning_rate);
+      optimizer.step();
+
+      loss_sum += l * static_cast<double>(m);
+      seen += m;
+      BatchProgress p{epoch + 1,
+                      step + 1,
+                      steps,
+                      seen,
+                      loss_sum / static_cast<double>(seen),
+                      static_cast<double>(correct) / static_cast<double>(seen),
+                      std::chrono::duration<double>(clock::now() - t0).count()};
+      for (auto* c : callbacks) c->on_batch_end(p);
+    }
+    stats.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+    stats.train_loss = loss_sum / static_cast<double>(seen);
+    stats.train_accuracy = static_cast<double>(correct) / static_cast<double>(seen);
+    stats.images_per_second = stats.seconds > 0 ? static_cast<double>(seen) / stats.seconds : 0.0;
+    if (val != nullptr && val->size() > 0) {
+      const EvalResult r = evaluate(model, *val, bs);
+      stats.val_loss = r.loss;
+      stats.val_accuracy = r.accuracy;
+    }
+    history.epochs.push_back(stats);
+    bool go_on = true;
+    for (auto* c : callbacks) go_on = c->on_epoch_end(stats, model, optimizer) && go_on;
+    if (!go_on) {
+      history.stopped_early = true;
+      break;
+    }
+  }
+  optimizer.set_learning_rate(base_lr);
+  for (auto* c : callbacks) c->on_train_end(history);
+  return history;
+}
+
+}  // namespace minires

@@ -1,0 +1,216 @@
+// The training loop: a small residual net learns a synthetic task; runs are bit-identical for
+// the same seed; a training step allocates nothing after the first; a non-finite loss stops
+// training with a clear error; callbacks; evaluate and predict.
+#include <catch2/catch.hpp>
+
+#include <minires/minires.hpp>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <new>
+
+#include "synthetic.hpp"
+#include "test_util.hpp"
+
+#include "allocation_counter.hpp"
+
+using namespace minires;
+
+TEST_CASE("a small residual net learns the synthetic task to >= 99% training accuracy") {
+  auto train = test::line_patterns<float>(1024, 1);
+  auto val = test::line_patterns<float>(256, 2);
+  auto m = test::small_resnet<float>();
+  m.init(7);
+  SoftmaxCrossEntropy<float> loss;
+  Adam<float> opt(AdamOptions{0.01});
+  FitOptions o;
+  o.epochs = 8;
+  o.batch_size = 32;
+  o.seed = 3;
+  const History h = fit(m, loss, opt, train, &val, o);
+  REQUIRE(h.epochs.size() == 8);
+  INFO("train acc " << h.epochs.back().train_accuracy << ", val acc "
+                    << h.epochs.back().val_accuracy);
+  CHECK(h.epochs.front().train_loss > h.epochs.back().train_loss);
+  const EvalResult r = evaluate(m, train);
+  CHECK(r.accuracy >= 0.99);
+  CHECK(h.epochs.back().val_accuracy >= 0.97);
+  // the confusion matrix adds up and its diagonal is the accuracy
+  index_t total = 0, diag = 0;
+  for (index_t i = 0; i < 4; ++i)
+    for (index_t j = 0; j < 4; ++j) {
+      total += r.confusion[static_cast<std::size_t>(i * 4 + j)];
+      if (i == j) diag += r.confusion[static_cast<std::size_t>(i * 4 + j)];
+    }
+  CHECK(total == 1024);
+  CHECK(static_cast<double>(diag) / 1024.0 == Approx(r.accuracy));
+
+  const Tensor<float> probs = predict(m, val.samples());
+  REQUIRE(probs.shape() == Shape{256, 4});
+  for (index_t i = 0; i < 256; ++i) {
+    double s = 0;
+    for (index_t k = 0; k < 4; ++k) s += probs(i, k);
+    REQUIRE(s == Approx(1.0).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("the same seed and thread count give bit-identical runs") {
+  auto train = test::line_patterns<float>(200, 4);
+  auto run = [&](std::uint64_t seed) {
+    auto m = test::small_resnet<float>();
+    m.init(11);
+    SoftmaxCrossEntropy<float> loss;
+    RMSprop<float> opt;
+    FitOptions o;
+    o.epochs = 2;
+    o.batch_size = 48;  // a smaller last batch too
+    o.seed = seed;
+    const History h = fit(m, loss, opt, train, nullptr, o);
+    std::vector<float> w;
+    for (auto& p : m.params()) w.insert(w.end(), p.value->begin(), p.value->end());
+    for (auto& p : m.state()) w.insert(w.end(), p.value->begin(), p.value->end());
+    return std::make_pair(w, h.epochs.back().train_loss);
+  };
+  const auto a = run(5), b = run(5), c = run(6);
+  CHECK(a.first == b.first);
+  CHECK(a.second == b.second);
+  CHECK(a.first != c.first);  // the shuffling seed matters
+}
+
+TEST_CASE("a training step allocates nothing after the first") {
+  auto train = test::line_patterns<float>(64, 8);
+  auto m = test::small_resnet<float>();
+  m.init(1);
+  SoftmaxCrossEntropy<float> loss;
+  RMSprop<float> opt;
+  m.plan(32);
+  loss.setup(Shape{32, 4});
+  opt.attach(m.params());
+  Tensor<float> x(Shape{32, 1, 8, 8});
+  std::vector<std::int32_t> labels(32);
+  std::vector<index_t> idx(32);
+  auto step = [&](index_t first) {
+    for (index_t i = 0; i < 32; ++i) idx[static_cast<std::size_t>(i)] = first + i;
+    train.get(Span<const index_t>(idx), x, labels.data(), nullptr);
+    m.zero_grad();
+    const auto& logits = m.forward(x, Mode::Train);
+    loss.forward(logits, Span<const std::int32_t>(labels));
+    loss.backward(m.output_grad());
+    m.backward();
+    opt.step();
+  };
+  step(0);
+  const long long before = test::g_allocations.load();
+  step(32);
+  step(0);
+  const long long after = test::g_allocations.load();
+  CHECK(after - before == 0);
+}
+
+TEST_CASE("a non-finite loss stops training with the epoch and step; checkpoints stay intact") {
+  auto train = test::line_patterns<float>(128, 9);
+  auto m = test::small_resnet<float>();
+  m.init(1);
+  SoftmaxCrossEntropy<float> loss;
+  SGD<float> opt(SGDOptions{1e30});  // diverges at once
+  const std::string last = "test_fit_nan_last.mrm";
+  ModelCheckpoint<float> ckpt(last, "");
+  FitOptions o;
+  o.epochs = 3;
+  o.batch_size = 16;
+  // one good epoch first, with a sane learning rate, so a checkpoint exists
+  SGD<float> sane(SGDOptions{0.01});
+  fit(m, loss, sane, train, nullptr, FitOptions{1, 16}, {&ckpt});
+  std::ifstream f0(last, std::ios::binary);
+  const std::string before((std::istreambuf_iterator<char>(f0)), std::istreambuf_iterator<char>());
+  REQUIRE(!before.empty());
+  try {
+    fit(m, loss, opt, train, nullptr, o, {&ckpt});
+    FAIL("expected a NumericalError");
+  } catch (const NumericalError& e) {
+    const std::string msg = e.what();
+    INFO(msg);
+    CHECK(msg.find("epoch 1, step") != std::string::npos);
+    CHECK((msg.find("nan") != std::string::npos || msg.find("inf") != std::string::npos));
+  }
+  std::ifstream f1(last, std::ios::binary);
+  const std::string after((std::istreambuf_iterator<char>(f1)), std::istreambuf_iterator<char>());
+  CHECK(after == before);
+  std::remove(last.c_str());
+}
+
+TEST_CASE("callbacks: early stopping, interrupt, progress lines, resume at an epoch") {
+  auto train = test::line_patterns<float>(96, 10);
+  SoftmaxCrossEntropy<float> loss;
+
+  SECTION("early stopping when nothing improves by min_delta") {
+    auto m = test::small_resnet<float>();
+    m.init(1);
+    SGD<float> opt(SGDOptions{0.01});
+    EarlyStopping<float> stop(1, Monitor::ValLoss, /*min_delta=*/10.0);
+    const History h = fit(m, loss, opt, train, &train, FitOptions{10, 32}, {&stop});
+    CHECK(h.stopped_early);
+    CHECK(h.epochs.size() == 3);  // epoch 1 sets the best; 2 and 3 do not improve
+  }
+  SECTION("interrupt stops without finishing the epoch") {
+    auto m = test::small_resnet<float>();
+    m.init(1);
+    RMSprop<float> opt;
+    std::atomic<bool> flag{true};
+    FitOptions o{3, 32};
+    o.interrupt = &flag;
+    const History h = fit(m, loss, opt, train, nullptr, o);
+    CHECK(h.interrupted);
+    CHECK(h.epochs.empty());
+  }
+  SECTION("plain progress lines when not on a terminal") {
+    auto m = test::small_resnet<float>();
+    m.init(1);
+    RMSprop<float> opt;
+    std::FILE* out = std::tmpfile();
+    ProgressBar<float> bar(out, /*live=*/false);
+    fit(m, loss, opt, train, &train, FitOptions{2, 32}, {&bar});
+    std::rewind(out);
+    char buf[4096] = {};
+    const std::size_t n = std::fread(buf, 1, sizeof buf - 1, out);
+    std::fclose(out);
+    const std::string text(buf, n);
+    INFO(text);
+    CHECK(text.find("epoch 1/2  loss") != std::string::npos);
+    CHECK(text.find("epoch 2/2  loss") != std::string::npos);
+    CHECK(text.find("val_acc") != std::string::npos);
+    CHECK(text.find('\r') == std::string::npos);
+  }
+  SECTION("two epochs equal one epoch, a save, a load and one more epoch") {
+    auto a = test::small_resnet<float>();
+    a.init(1);
+    RMSprop<float> opt_a;
+    FitOptions o{2, 32};
+    o.seed = 12;
+    fit(a, loss, opt_a, train, nullptr, o);
+
+    auto b = test::small_resnet<float>();
+    b.init(1);
+    RMSprop<float> opt_b;
+    FitOptions first = o;
+    first.epochs = 1;
+    fit(b, loss, opt_b, train, nullptr, first);
+    save(b, "test_fit_resume.mrm", {}, &opt_b);
+    auto c = test::small_resnet<float>();
+    c.init(99);
+    RMSprop<float> opt_c;
+    opt_c.attach(c.params());
+    load(c, "test_fit_resume.mrm", &opt_c);
+    FitOptions rest = o;
+    rest.initial_epoch = 1;
+    fit(c, loss, opt_c, train, nullptr, rest);
+    std::remove("test_fit_resume.mrm");
+    auto pa = a.params(), pc = c.params();
+    for (std::size_t i = 0; i < pa.size(); ++i) {
+      INFO(pa[i].name);
+      CHECK(std::equal(pa[i].value->begin(), pa[i].value->end(), pc[i].value->begin()));
+    }
+  }
+}

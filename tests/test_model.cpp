@@ -1,0 +1,171 @@
+// Model<T>: the functional graph API, shape inference and its errors, naming, summary, the
+// residual builders, and a gradient check of a whole residual graph.
+#include <catch2/catch.hpp>
+
+#include <minires/minires.hpp>
+#include <minires/testing/gradcheck.hpp>
+
+#include <vector>
+
+#include "test_util.hpp"
+
+using namespace minires;
+
+namespace {
+
+// The seed notebook's my_resnet(), as intended (the max-pool applied).
+template <class T>
+Model<T> seed_resnet() {
+  Model<T> m;
+  Node x = m.input(Shape{1, 28, 28});
+  x = m.add(Conv2D<T>(4, 3, Conv2DOptions().same()), x, "Conv1");
+  x = m.add(BatchNorm<T>(), x, "BN_Conv1");
+  x = m.add(ReLU<T>(), x);
+  x = m.add(MaxPool2D<T>(2), x);
+  x = conv_block(m, x, {4, 4, 64}, {1, 1, "a_2"});
+  x = identity_block(m, x, {4, 4, 64}, {1, 1, "b_2"});
+  x = identity_block(m, x, {4, 4, 64}, {1, 1, "c_2"});
+  x = m.add(AvgPool2D<T>(2), x, "avg_pool");
+  x = m.add(Flatten<T>(), x);
+  m.add(Dense<T>(10), x, "softmax10");
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("the seed model: shapes, names, parameter counts, summary") {
+  auto m = seed_resnet<float>();
+  m.init(1);
+  CHECK(m.output_shape(m.output()) == Shape{10});
+  // Keras' counts for the intended model: 34,426 parameters, 568 of them BN moving statistics.
+  CHECK(m.trainable_count() == 33858);
+  CHECK(m.non_trainable_count() == 568);
+  const std::string s = m.summary();
+  INFO(s);
+  CHECK(s.find("Total params: 34,426") != std::string::npos);
+  CHECK(s.find("Trainable params: 33,858") != std::string::npos);
+  CHECK(s.find("Non-trainable params: 568") != std::string::npos);
+  CHECK(s.find("Conv1 (Conv2D)") != std::string::npos);
+  CHECK(s.find("(None, 64, 14, 14)") != std::string::npos);
+  CHECK(s.find("a_2_add (Add)") != std::string::npos);
+  CHECK(s.find("re_lu_1") == std::string::npos);  // snake_case of "ReLU" is "relu"
+  CHECK(s.find("relu_1 (ReLU)") != std::string::npos);
+  CHECK(s.find("max_pool2d_1") != std::string::npos);
+  CHECK(m.layer("softmax10") != nullptr);
+  CHECK_THROWS_AS(m.layer("nope"), ValueError);
+}
+
+TEST_CASE("shape mismatches are caught while building, naming layers and shapes") {
+  Model<float> m;
+  Node in = m.input(Shape{3, 8, 8});
+  Node a = m.add(Conv2D<float>(4, 3, Conv2DOptions().same()), in, "conv_a");
+  Node b = m.add(Conv2D<float>(5, 3, Conv2DOptions().same()), in, "conv_b");
+  CHECK_THROWS_AS(m.add(Add<float>(), {a, b}, "merge"), ShapeError);
+  try {
+    m.add(Add<float>(), {a, b}, "merge");
+  } catch (const ShapeError& e) {
+    const std::string msg = e.what();
+    INFO(msg);
+    CHECK(msg.find("'merge'") != std::string::npos);
+    CHECK(msg.find("'conv_a' (None, 4, 8, 8)") != std::string::npos);
+    CHECK(msg.find("'conv_b' (None, 5, 8, 8)") != std::string::npos);
+  }
+  CHECK_THROWS_WITH(m.add(Dense<float>(3), a, "dense"),
+                    Catch::Contains("'dense'") && Catch::Contains("conv_a"));
+  CHECK_THROWS_WITH(m.add(Conv2D<float>(4, 3), a, "conv_a"), Catch::Contains("already exists"));
+  CHECK_THROWS_AS(m.add(Add<float>(), {a}), ShapeError);  // Add needs two or more inputs
+  CHECK_THROWS_AS(m.add(ReLU<float>(), Node{42}), ValueError);
+  CHECK_THROWS_AS(m.input(Shape{1, 2, 3}), ValueError);  // one input only
+  CHECK_THROWS_AS(identity_block(m, a, {4, 4, 8}), ShapeError);
+  // a kernel larger than the input
+  CHECK_THROWS_WITH(m.add(Conv2D<float>(2, 9), a), Catch::Contains("Conv2D"));
+
+  Model<float> empty;
+  Tensor<float> x(Shape{1, 3, 8, 8});
+  CHECK_THROWS_AS(empty.forward(x, Mode::Infer), ValueError);
+  Tensor<float> wrong(Shape{2, 3, 8, 9});
+  m.add(ReLU<float>(), a);
+  CHECK_THROWS_WITH(m.forward(wrong, Mode::Infer),
+                    Catch::Contains("(None, 3, 8, 8)") && Catch::Contains("(2, 3, 8, 9)"));
+}
+
+TEST_CASE("residual builders: He blocks, projections, stages") {
+  Model<float> m;
+  Node x = m.input(Shape{3, 16, 16});
+  x = m.add(Conv2D<float>(8, 3, Conv2DOptions().same()), x);
+  x = basic_block(m, x, 8);  // identity shortcut
+  const auto before = m.size();
+  x = basic_block(m, x, 16, 2);   // projection shortcut: conv + BN more
+  CHECK(m.size() - before == 9);  // 7 nodes + a conv and a BN on the shortcut
+  CHECK(m.output_shape(x) == Shape{16, 8, 8});
+  x = bottleneck_block(m, x, 4, 2);
+  CHECK(m.output_shape(x) == Shape{16, 4, 4});
+  x = resnet_stages(m, x, ResNetStages{{8, 16}, {2, 1}, {1, 2}, false, {}});
+  CHECK(m.output_shape(x) == Shape{16, 2, 2});
+  x = m.add(GlobalAvgPool2D<float>(), x);
+  m.add(Dense<float>(10), x);
+  m.init(3);
+  Rng rng(1);
+  auto in = test::random_tensor<float>(rng, Shape{2, 3, 16, 16});
+  const auto& y = m.forward(in, Mode::Train);
+  CHECK(y.shape() == Shape{2, 10});
+  CHECK_THROWS_AS(resnet_stages(m, x, ResNetStages{{8}, {1, 2}, {1}, false, {}}), ValueError);
+}
+
+TEST_CASE("gradient check of a whole residual graph with a node that has two consumers") {
+  Model<double> m;
+  Node x = m.input(Shape{2, 5, 5});
+  Node r = m.add(Conv2D<double>(3, 3, Conv2DOptions().same()), x);
+  r = m.add(BatchNorm<double>(), r);
+  r = m.add(ReLU<double>(), r);  // consumed by the conv below and by the add
+  Node c = m.add(Conv2D<double>(3, 1), r);
+  c = m.add(BatchNorm<double>(), c);
+  Node a = m.add(Add<double>(), {r, c});
+  a = m.add(MaxPool2D<double>(2, 1), a);
+  a = m.add(Flatten<double>(), a);
+  m.add(Dense<double>(4), a);
+  m.init(5);
+
+  Rng rng(9);
+  auto in = test::random_tensor<double>(rng, Shape{3, 2, 5, 5});
+  auto proj = test::random_tensor<double>(rng, Shape{3, 4});
+  auto loss = [&] {
+    const auto& y = m.forward(in, Mode::Train);
+    double s = 0;
+    for (index_t i = 0; i < y.size(); ++i) s += y[i] * proj[i];
+    return s;
+  };
+  loss();
+  m.zero_grad();
+  loss();
+  m.output_grad().copy_from(proj);
+  m.backward();
+  for (auto& p : m.params()) {
+    Tensor<double> analytic = p.grad->clone();
+    const auto r2 = testing::check_gradient(loss, p.value->data(), p.value->size(), analytic.data(),
+                                            testing::GradCheckOptions{1e-6, 1e-5, 1e-7, 0});
+    INFO(p.name << ": " << r2.report());
+    CHECK(r2.ok());
+  }
+}
+
+TEST_CASE("memory is planned once: later steps reuse every buffer") {
+  auto m = seed_resnet<float>();
+  m.init(2);
+  Rng rng(4);
+  auto big = test::random_tensor<float>(rng, Shape{16, 1, 28, 28});
+  auto small = test::random_tensor<float>(rng, Shape{5, 1, 28, 28});
+  m.forward(big, Mode::Train);
+  const float* out_data = m.activation(m.output()).data();
+  const long long allocations = tensor_allocations();
+  for (int i = 0; i < 3; ++i) {
+    m.zero_grad();
+    m.forward(i == 1 ? small : big, Mode::Train);
+    m.output_grad().fill(0.1f);
+    m.backward();
+  }
+  CHECK(tensor_allocations() == allocations);
+  CHECK(m.activation(m.output()).data() == out_data);
+  CHECK(m.planned_batch() == 16);
+  CHECK(m.activation(m.output()).shape() == Shape{16, 10});
+}

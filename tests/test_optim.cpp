@@ -1,0 +1,148 @@
+// Optimizers: steps against values computed by hand (Python, the formulas in each header),
+// on tensors with odd sizes so the SIMD body and the scalar tail both run; schedules.
+#include <catch2/catch.hpp>
+
+#include <minires/minires.hpp>
+
+#include <cmath>
+
+#include "test_util.hpp"
+
+using namespace minires;
+
+namespace {
+
+// One parameter tensor of n copies of p0 with gradient g0 everywhere.
+template <class T>
+struct Fixture {
+  Tensor<T> p, g;
+  Fixture(index_t n, double p0) : p(Shape{n}), g(Shape{n}) { p.fill(static_cast<T>(p0)); }
+  std::vector<ParamRef<T>> refs() { return {{"w", &p, &g}}; }
+  void grad(double g0) { g.fill(static_cast<T>(g0)); }
+};
+
+template <class T>
+void check_all(const Tensor<T>& t, double expected, double tol) {
+  for (index_t i = 0; i < t.size(); ++i)
+    REQUIRE(static_cast<double>(t[i]) == Approx(expected).margin(tol));
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("RMSprop follows Keras 2.0 (epsilon outside the square root)", "", float,
+                   double) {
+  using T = TestType;
+  const double tol = std::is_same_v<T, float> ? 2e-7 : 1e-15;
+  for (index_t n : {1, 7, 33}) {
+    Fixture<T> f(n, 1.0);
+    RMSprop<T> opt;  // lr 1e-3, rho 0.9, eps 1e-8
+    CHECK(opt.learning_rate() == 1e-3);
+    opt.attach(f.refs());
+    f.grad(0.5);
+    opt.step();
+    // a = 0.1 * 0.25 = 0.025; p = 1 - 1e-3 * 0.5 / (sqrt(0.025) + 1e-8)
+    check_all(f.p, 0.9968377225398316, tol);
+    check_all(*opt.state()[0].value, 0.025, tol);
+    f.grad(-0.25);
+    opt.step();
+    check_all(f.p, 0.9983121420144241, tol);
+    check_all(*opt.state()[0].value, 0.02875, tol);
+    CHECK(opt.iterations() == 2);
+  }
+  // coupled weight decay: g' = g + wd * p
+  Fixture<T> f(5, 1.0);
+  RMSprop<T> wd(RMSpropOptions{1e-3, 0.9, 1e-8, 0.01});
+  wd.attach(f.refs());
+  f.grad(0.5);
+  wd.step();
+  check_all(f.p, 0.9968377225359101, std::is_same_v<T, float> ? 2e-7 : 1e-15);
+}
+
+TEMPLATE_TEST_CASE("SGD with momentum and Nesterov", "", float, double) {
+  using T = TestType;
+  const double tol = std::is_same_v<T, float> ? 1e-6 : 1e-14;
+  for (bool nesterov : {false, true}) {
+    Fixture<T> f(17, 1.0);
+    SGD<T> opt(SGDOptions{0.1, 0.9, nesterov, 0.0});
+    opt.attach(f.refs());
+    f.grad(0.5);
+    opt.step();
+    opt.step();
+    // v = -0.05, then 0.9 * -0.05 - 0.05 = -0.095; plain p = 1 - 0.05 - 0.095,
+    // Nesterov p = 1 + (0.9 * -0.05 - 0.05) + (0.9 * -0.095 - 0.05)
+    check_all(f.p, nesterov ? 0.7695 : 0.855, tol);
+    check_all(*opt.state()[0].value, -0.095, tol);
+  }
+  Fixture<T> plain(3, 2.0);
+  SGD<T> opt(SGDOptions{0.5});
+  opt.attach(plain.refs());
+  plain.grad(1.0);
+  opt.step();
+  check_all(plain.p, 1.5, tol);
+  CHECK_THROWS_AS(SGD<T>(SGDOptions{0.1, 0.0, true}), ValueError);
+}
+
+TEMPLATE_TEST_CASE("Adam and AdamW", "", float, double) {
+  using T = TestType;
+  const double tol = std::is_same_v<T, float> ? 2e-7 : 1e-14;
+  Fixture<T> f(19, 1.0);
+  Adam<T> adam;
+  adam.attach(f.refs());
+  f.grad(0.5);
+  adam.step();
+  check_all(f.p, 0.9990000006324551, tol);  // the first step moves every weight by ~lr
+  f.grad(-0.25);
+  adam.step();
+  check_all(f.p, 0.9987336637435179, tol);
+  check_all(*adam.state()[0].value, 0.02, tol);        // m
+  check_all(*adam.state()[1].value, 0.00031225, tol);  // v
+  CHECK(adam.state()[2].name == "iterations");
+
+  Fixture<T> w(9, 1.0);
+  AdamW<T> adamw(AdamOptions{1e-3, 0.9, 0.999, 1e-8, 0.1});
+  CHECK(std::string(adamw.name()) == "AdamW");
+  adamw.attach(w.refs());
+  w.grad(0.5);
+  adamw.step();
+  check_all(w.p, 0.9989000006324551, tol);  // p * (1 - lr*wd) first, then the Adam step
+}
+
+TEST_CASE("optimizers check their arguments and state") {
+  CHECK_THROWS_AS(RMSprop<float>(RMSpropOptions{-1.0}), ValueError);
+  CHECK_THROWS_WITH(RMSprop<float>(RMSpropOptions{1e-3, 1.5}),
+                    Catch::Contains("rho") && Catch::Contains("1.5"));
+  CHECK_THROWS_AS(Adam<float>(AdamOptions{1e-3, 1.0}), ValueError);
+  RMSprop<float> opt;
+  CHECK_THROWS_AS(opt.step(), ValueError);  // not attached
+  CHECK_THROWS_AS(opt.set_learning_rate(std::nan("")), ValueError);
+  Tensor<float> p(Shape{3}), g(Shape{4});
+  CHECK_THROWS_WITH(opt.attach({{"w", &p, &g}}), Catch::Contains("'w'"));
+  CHECK(opt.config().find("rho=0.9") != std::string::npos);
+}
+
+TEST_CASE("learning-rate schedules") {
+  const auto c = Schedule::constant();
+  CHECK(c.at(0.1, 1000, 10) == 0.1);
+
+  const auto s = Schedule::step(10, 0.5);  // halve every 10 epochs; 100 steps per epoch
+  CHECK(s.at(0.1, 0, 100) == 0.1);
+  CHECK(s.at(0.1, 999, 100) == 0.1);
+  CHECK(s.at(0.1, 1000, 100) == Approx(0.05));
+  CHECK(s.at(0.1, 2500, 100) == Approx(0.025));
+
+  const auto cos = Schedule::cosine(100, 0.001);
+  CHECK(cos.at(0.1, 0, 10) == Approx(0.1));
+  CHECK(cos.at(0.1, 50, 10) == Approx(0.001 + 0.099 * 0.5));
+  CHECK(cos.at(0.1, 100, 10) == Approx(0.001));
+  CHECK(cos.at(0.1, 500, 10) == Approx(0.001));  // held at the minimum after the end
+
+  auto warm = Schedule::cosine(110, 0.0).warmup(10);
+  CHECK(warm.at(0.1, 0, 10) == Approx(0.01));
+  CHECK(warm.at(0.1, 9, 10) == Approx(0.1));
+  CHECK(warm.at(0.1, 10, 10) == Approx(0.1));
+  CHECK(warm.at(0.1, 60, 10) == Approx(0.05));
+  CHECK(warm.str().find("warmup") != std::string::npos);
+
+  CHECK_THROWS_AS(Schedule::step(0, 0.5), ValueError);
+  CHECK_THROWS_AS(Schedule::cosine(0), ValueError);
+}
