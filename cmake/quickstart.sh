@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # minires quick start: installs what is missing, builds, and then
-#   train [fmnist args...]  trains the Fashion-MNIST example (until it exists: runs the benchmarks)
+#   train [fmnist args...]  trains the Fashion-MNIST example (fmnist train; --help lists options)
 #   test                    builds and runs the whole test suite (release, then ASan+UBSan)
 #   deps                    only installs the Debian packages minires needs
 # Works on a fresh Debian 12 machine as root or with sudo; idempotent.
@@ -10,6 +10,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 packages=(cmake make g++ libeigen3-dev libxsimd-dev catch2 libbenchmark-dev zlib1g-dev
+          libcli11-dev nlohmann-json3-dev
           dataset-fashion-mnist)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -74,9 +75,9 @@ case "$cmd" in
     ;;
   train)
     install_deps
-    build release bench_kernels
-    log "the Fashion-MNIST example is not written yet: running the kernel benchmarks instead"
-    ./build/release/bench/bench_kernels "$@"
+    build release fmnist
+    log "training on Fashion-MNIST: build/release/examples/fmnist train $*"
+    exec ./build/release/examples/fmnist train "$@"
     ;;
   *)
     echo "usage: bash cmake/quickstart.sh {train|test|deps} [args...]" >&2

@@ -43,3 +43,7 @@
 #include "minires/train/callbacks.hpp"
 #include "minires/train/dataset.hpp"
 #include "minires/train/fit.hpp"
+
+#include "minires/data/fashion_mnist.hpp"
+#include "minires/data/idx.hpp"
+#include "minires/data/image_dataset.hpp"
