@@ -1,6 +1,7 @@
-// The seed notebook's my_resnet() in minires: build it, look at it, train it, save it, load
-// it back and predict. Trains on a small synthetic task so it runs anywhere in seconds; the
-// fmnist example trains the same model on Fashion-MNIST.
+// The seed notebook's my_resnet() in minires (models::seed_resnet, written out in
+// include/minires/models/fashion_mnist.hpp and docs/usage.md): build it, look at it, train it,
+// save it, load it back and predict. Trains on a small synthetic task so it runs anywhere in
+// seconds; the fmnist example trains the same model on Fashion-MNIST.
 //
 //   build/release/examples/usage [epochs]
 #include <minires/minires.hpp>
@@ -9,24 +10,6 @@
 #include <cstdlib>
 
 using namespace minires;
-
-// Conv 3x3 (4) -> BN -> ReLU -> MaxPool 2x2 -> conv_block(4, 4, 64) -> identity_block x2
-// -> AvgPool 2x2 -> Flatten -> Dense 10 (softmax in the loss), as in the 2017 Keras notebook.
-Model<float> my_resnet() {
-  Model<float> m;
-  Node x = m.input(Shape{1, 28, 28});
-  x = m.add(Conv2D<float>(4, 3, Conv2DOptions().same()), x, "Conv1");
-  x = m.add(BatchNorm<float>(), x, "BN_Conv1");
-  x = m.add(ReLU<float>(), x);
-  x = m.add(MaxPool2D<float>(2), x);
-  x = conv_block(m, x, {4, 4, 64}, {1, 1, "a_2"});
-  x = identity_block(m, x, {4, 4, 64}, {1, 1, "b_2"});
-  x = identity_block(m, x, {4, 4, 64}, {1, 1, "c_2"});
-  x = m.add(AvgPool2D<float>(2), x, "avg_pool");
-  x = m.add(Flatten<float>(), x);
-  m.add(Dense<float>(10), x, "softmax10");
-  return m;
-}
 
 // 28x28 images of a bright square whose position (one of ten) is the class, plus noise.
 TensorDataset<float> squares(index_t n, std::uint64_t seed) {
@@ -47,7 +30,7 @@ TensorDataset<float> squares(index_t n, std::uint64_t seed) {
 
 int main(int argc, char** argv) {
   const index_t epochs = argc > 1 ? std::atoi(argv[1]) : 3;
-  Model<float> model = my_resnet();
+  Model<float> model = models::seed_resnet<float>();
   model.init(/*seed=*/42);
   std::fputs(model.summary().c_str(), stdout);
 
@@ -64,7 +47,7 @@ int main(int argc, char** argv) {
   std::printf("validation accuracy %.4f, loss %.4f\n", result.accuracy, result.loss);
 
   save(model, "usage_model.mrm", {{"epochs", std::to_string(epochs)}});
-  Model<float> restored = my_resnet();
+  Model<float> restored = models::seed_resnet<float>();
   load(restored, "usage_model.mrm");
   const Tensor<float> p = predict(restored, val.samples());
   std::printf("restored model: sample 0 is class %d with probability %.3f\n",

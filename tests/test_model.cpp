@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <minires/minires.hpp>
+#include <minires/models/fashion_mnist.hpp>
 #include <minires/testing/gradcheck.hpp>
 
 #include <vector>
@@ -11,27 +12,7 @@
 
 using namespace minires;
 
-namespace {
-
-// The seed notebook's my_resnet(), as intended (the max-pool applied).
-template <class T>
-Model<T> seed_resnet() {
-  Model<T> m;
-  Node x = m.input(Shape{1, 28, 28});
-  x = m.add(Conv2D<T>(4, 3, Conv2DOptions().same()), x, "Conv1");
-  x = m.add(BatchNorm<T>(), x, "BN_Conv1");
-  x = m.add(ReLU<T>(), x);
-  x = m.add(MaxPool2D<T>(2), x);
-  x = conv_block(m, x, {4, 4, 64}, {1, 1, "a_2"});
-  x = identity_block(m, x, {4, 4, 64}, {1, 1, "b_2"});
-  x = identity_block(m, x, {4, 4, 64}, {1, 1, "c_2"});
-  x = m.add(AvgPool2D<T>(2), x, "avg_pool");
-  x = m.add(Flatten<T>(), x);
-  m.add(Dense<T>(10), x, "softmax10");
-  return m;
-}
-
-}  // namespace
+using models::seed_resnet;
 
 TEST_CASE("the seed model: shapes, names, parameter counts, summary") {
   auto m = seed_resnet<float>();
@@ -50,9 +31,23 @@ TEST_CASE("the seed model: shapes, names, parameter counts, summary") {
   CHECK(s.find("a_2_add (Add)") != std::string::npos);
   CHECK(s.find("re_lu_1") == std::string::npos);  // snake_case of "ReLU" is "relu"
   CHECK(s.find("relu_1 (ReLU)") != std::string::npos);
+  CHECK(s.find("(None, 64, 14, 14)") != std::string::npos);
   CHECK(s.find("max_pool2d_1") != std::string::npos);
   CHECK(m.layer("softmax10") != nullptr);
   CHECK_THROWS_AS(m.layer("nope"), ValueError);
+}
+
+TEST_CASE("the seed model as the notebook ran it, and the small ResNet") {
+  auto w = seed_resnet<float>(/*as_written=*/true);
+  w.init(1);
+  CHECK(w.summary().find("MaxPool2D") == std::string::npos);  // the pool was never connected
+  CHECK(w.output_shape(Node{static_cast<int>(w.size()) - 2}) == Shape{12544});  // 64 x 14 x 14
+  CHECK(w.trainable_count() + w.non_trainable_count() == 128506);
+  auto r = models::small_resnet<float>();
+  r.init(1);
+  CHECK(r.output_shape(r.output()) == Shape{10});
+  CHECK(r.trainable_count() > 300000);
+  CHECK(r.trainable_count() < 500000);
 }
 
 TEST_CASE("shape mismatches are caught while building, naming layers and shapes") {

@@ -103,7 +103,7 @@ inline std::string svg_panel(double x0, double y0, double w, double h, const std
   if (lo > hi) lo = 0, hi = 1;
   if (hi - lo < 1e-9) hi = lo + 1e-3;
   const double pad = 0.05 * (hi - lo);
-  lo -= pad;
+  lo = lo >= 0 ? std::max(0.0, lo - pad) : lo - pad;  // losses and accuracies never go below 0
   hi += pad;
   auto px = [&](double epoch) {
     return x0 + w * (epochs > 1 ? (epoch - 1) / static_cast<double>(epochs - 1) : 0.5);

@@ -31,6 +31,7 @@
 
 #include "minires/graph/model.hpp"
 #include "minires/graph/residual.hpp"
+#include "minires/models/fashion_mnist.hpp"
 
 #include "minires/optim/adam.hpp"
 #include "minires/optim/optimizer.hpp"
