@@ -282,7 +282,9 @@ class Model {
       if (n.layer)
         for (auto& p : n.layer->state()) count += p.value->size();
       s += pad(n.name + " (" + type + ")", w_name) + pad(batch_str(n.sample_shape), w_shape) +
-           pad(std::to_string(count), w_params) + from + "\n";
+           pad(std::to_string(count), w_params) + from;
+      while (!s.empty() && s.back() == ' ') s.pop_back();  // no trailing blanks without inputs
+      s += "\n";
     }
     const index_t trainable = trainable_count(), fixed = non_trainable_count();
     s += eq + "\nTotal params: " + with_commas(trainable + fixed) +
