@@ -72,6 +72,17 @@ const std::vector<ConvCase>& parallel_cases() {
        3,
        3,
        Conv2DOptions().strides(2).same().no_bias()},
+      // Groups of images share one GEMM (kernels::conv2d_plan): 7x7 runs groups of 4 and 4x4
+      // groups of 12, so batch 37 over the slots ends in partial groups; 20 and 17 filters
+      // leave partial blocks of rows.
+      {"grouped: 3x3 same at 7x7, batch 37", {37, 12, 7, 7}, 20, 3, 3, Conv2DOptions().same()},
+      {"grouped: 3x3 same at 4x4, batch 37", {37, 9, 4, 4}, 17, 3, 3, Conv2DOptions().same()},
+      {"grouped: 1x1 stride 2 at 9x9, batch 37",
+       {37, 6, 9, 9},
+       5,
+       1,
+       1,
+       Conv2DOptions().strides(2).no_bias()},
   };
   return c;
 }

@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cstdio>
 #include <initializer_list>
 #include <map>
@@ -200,7 +201,12 @@ class Model {
     nodes_[static_cast<std::size_t>(input_)].y.copy_from(x);
     for (auto& n : nodes_) {
       if (!n.layer) continue;
+      const auto t0 = profiling_ ? Clock::now() : Clock::time_point();
       n.layer->forward(Span<const Tensor<T>* const>(n.x_ptrs.data(), n.x_ptrs.size()), n.y, mode);
+      if (profiling_) {
+        n.forward_s += std::chrono::duration<double>(Clock::now() - t0).count();
+        ++n.forward_calls;
+      }
     }
     return output_node().y;
   }
@@ -220,9 +226,65 @@ class Model {
     for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
       NodeData& n = *it;
       if (!n.layer) continue;
+      const auto t0 = profiling_ ? Clock::now() : Clock::time_point();
       n.layer->backward(Span<const Tensor<T>* const>(n.x_ptrs.data(), n.x_ptrs.size()), n.y, n.dy,
                         Span<Tensor<T>* const>(n.dx_ptrs.data(), n.dx_ptrs.size()));
+      if (profiling_) {
+        n.backward_s += std::chrono::duration<double>(Clock::now() - t0).count();
+        ++n.backward_calls;
+      }
     }
+  }
+
+  // ---- Profiling ---------------------------------------------------------------------------
+
+  // While enabled, forward() and backward() time every layer (wall clock, two clock reads per
+  // layer call). Enabling resets the figures.
+  void set_profiling(bool on) {
+    profiling_ = on;
+    if (on)
+      for (auto& n : nodes_) n.forward_s = n.backward_s = 0, n.forward_calls = n.backward_calls = 0;
+  }
+  bool profiling() const noexcept { return profiling_; }
+
+  struct LayerTime {
+    std::string name, type;
+    double forward_s = 0, backward_s = 0;  // totals since profiling was enabled
+    long forward_calls = 0, backward_calls = 0;
+  };
+  std::vector<LayerTime> profile() const {
+    std::vector<LayerTime> out;
+    for (const auto& n : nodes_) {
+      if (!n.layer) continue;
+      out.push_back(
+          {n.name, n.layer->type(), n.forward_s, n.backward_s, n.forward_calls, n.backward_calls});
+    }
+    return out;
+  }
+
+  // The profile as a table: milliseconds per call forward and backward, and each layer's share
+  // of the total, slowest first.
+  std::string profile_report() const {
+    auto rows = profile();
+    double total = 0;
+    for (const auto& r : rows) total += r.forward_s + r.backward_s;
+    std::stable_sort(rows.begin(), rows.end(), [](const LayerTime& a, const LayerTime& b) {
+      return a.forward_s + a.backward_s > b.forward_s + b.backward_s;
+    });
+    auto ms = [](double s, long calls) { return calls > 0 ? 1e3 * s / double(calls) : 0.0; };
+    std::string s;
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "%-28s %-20s %12s %12s %7s\n", "layer", "type", "fwd ms/call",
+                  "bwd ms/call", "share");
+    s += buf;
+    for (const auto& r : rows) {
+      std::snprintf(buf, sizeof buf, "%-28s %-20s %12.3f %12.3f %6.1f%%\n", r.name.c_str(),
+                    r.type.c_str(), ms(r.forward_s, r.forward_calls),
+                    ms(r.backward_s, r.backward_calls),
+                    total > 0 ? 100.0 * (r.forward_s + r.backward_s) / total : 0.0);
+      s += buf;
+    }
+    return s;
   }
 
   // ---- Inspection --------------------------------------------------------------------------
@@ -301,8 +363,11 @@ class Model {
     Shape sample_shape;  // output shape without the batch
     Tensor<T> y, dy;     // activation and its gradient, planned for the largest batch
     std::vector<const Tensor<T>*> x_ptrs;
-    std::vector<Tensor<T>*> dx_ptrs;  // null where no gradient is needed (the model input)
+    std::vector<Tensor<T>*> dx_ptrs;       // null where no gradient is needed (the model input)
+    double forward_s = 0, backward_s = 0;  // profiling totals
+    long forward_calls = 0, backward_calls = 0;
   };
+  using Clock = std::chrono::steady_clock;
 
   static Shape with_batch(const Shape& sample, index_t n) {
     index_t d[Shape::max_rank];
@@ -397,6 +462,7 @@ class Model {
   int input_ = -1;
   int output_ = -1;
   index_t planned_batch_ = 0;
+  bool profiling_ = false;
 };
 
 }  // namespace minires

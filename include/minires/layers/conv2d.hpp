@@ -127,8 +127,7 @@ class Conv2D : public UnaryLayer<T> {
     }
     // One slot per thread (no more than images): slot scratch is planned here, once.
     slots_ = static_cast<int>(std::max<index_t>(1, std::min<index_t>(num_threads(), inputs[0][0])));
-    col_.resize(Shape{slots_ * kernels::conv2d_col_size(geometry_)});
-    partial_.resize(Shape{(slots_ - 1) * kernels::conv2d_partial_size(geometry_, filters_)});
+    work_.resize(Shape{kernels::conv2d_workspace_size<T>(geometry_, filters_, slots_)});
   }
 
   void init(Rng& rng) override {
@@ -142,7 +141,7 @@ class Conv2D : public UnaryLayer<T> {
   void forward(Span<const Tensor<T>* const> x, Tensor<T>& y, Mode /*mode*/) override {
     const Tensor<T>& in = this->forward_input(x, y);
     kernels::conv2d_forward(in.data(), in.dim(0), geometry_, kernel.data(), bias_data(), filters_,
-                            y.data(), col_.data(), slots_);
+                            y.data(), work_.data(), slots_);
   }
 
   // With col[n] = im2col(x[n]) (C*kh*kw, OH*OW) and the kernel viewed as W (filters, C*kh*kw):
@@ -154,8 +153,7 @@ class Conv2D : public UnaryLayer<T> {
     const Tensor<T>& in = *x[0];
     kernels::conv2d_backward(in.data(), dy.data(), in.dim(0), geometry_, kernel.data(), filters_,
                              dx0 != nullptr ? dx0->data() : nullptr, dkernel.data(),
-                             options_.use_bias ? dbias.data() : nullptr, col_.data(),
-                             partial_.data(), slots_);
+                             options_.use_bias ? dbias.data() : nullptr, work_.data(), slots_);
   }
 
   std::vector<ParamRef<T>> params() override {
@@ -193,8 +191,7 @@ class Conv2D : public UnaryLayer<T> {
   index_t filters_, kernel_h_, kernel_w_;
   kernels::ConvGeometry geometry_;
   int slots_ = 1;
-  Tensor<T> col_;      // slots_ column buffers
-  Tensor<T> partial_;  // slots_ - 1 partial gradients (dkernel | dbias)
+  Tensor<T> work_;  // packed weights, per-slot columns and partial gradients (kernels::Conv2DPlan)
 };
 
 }  // namespace minires

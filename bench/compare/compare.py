@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""minires against PyTorch's CPU backend, side by side on this machine.
+
+Trains (and runs inference with) the seed model and minires's default ResNet in both libraries,
+batch 128 of the same Fashion-MNIST images, at 1 and 2 threads, and times the 3x3 convolutions
+of the performance issue (forward + backward) against PyTorch with oneDNN and with its own
+im2col path. Every measurement is a fresh process; the two systems alternate, so drift of this
+shared machine hits both; the table shows medians over the repeats and the ratio of medians.
+
+  python3 bench/compare/compare.py [--build build/release] [--repeats 3] [--seconds 4]
+                                   [--threads 1 2] [--only models|conv] [--json out.json]
+
+PyTorch runs as ../shared/reference/measuring.md says: torch.set_num_threads(T),
+OMP_NUM_THREADS=T, OPENBLAS_NUM_THREADS=1 and OPENBLAS_CORETYPE=SkylakeX. Without PyTorch (Debian: apt-get install
+python3-torch) the script says so and exits with status 0.
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+CONV_SHAPES = [(32, 28), (64, 14), (128, 7)]
+
+
+def torch_python():
+    """An interpreter that can import torch: this one, else Debian's /usr/bin/python3."""
+    for exe in [sys.executable, "/usr/bin/python3"]:
+        if exe and os.path.exists(exe) and subprocess.run(
+                [exe, "-c", "import torch"], capture_output=True).returncode == 0:
+            return exe
+    return None
+
+
+def run_json(cmd, env):
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr.strip()}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def env_for(threads):
+    env = dict(os.environ)
+    # OPENBLAS_CORETYPE: Debian's OpenBLAS 0.3.21 mis-detects this CPU and falls back to SSE3
+    # kernels (~5x slower SGEMM), which would handicap PyTorch's im2col path and Linear layers.
+    env.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               OPENBLAS_CORETYPE="SkylakeX")
+    return env
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def spread(xs):
+    return f"{min(xs):.0f}-{max(xs):.0f}" if xs else "-"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--build", default=os.path.join(ROOT, "build", "release"))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--only", choices=["models", "conv"])
+    ap.add_argument("--json", help="also write every measurement to this file")
+    args = ap.parse_args()
+
+    py = torch_python()
+    if py is None:
+        print("compare.py: PyTorch is not installed, nothing to compare against.\n"
+              "Install it with: sudo apt-get install python3-torch   (Debian 12, PyTorch 1.13)")
+        return 0
+    exe = os.path.join(args.build, "bench", "throughput")
+    if not os.path.exists(exe):
+        print(f"compare.py: {exe} not found; build it first:\n"
+              f"  cmake --preset release && cmake --build --preset release --target throughput",
+              file=sys.stderr)
+        return 1
+    torch_run = [py, os.path.join(HERE, "torch_run.py")]
+    records = []
+
+    def pair(mine, theirs, threads, key):
+        """Alternates the two commands `repeats` times; returns the lists of `key` values."""
+        a, b = [], []
+        for r in range(args.repeats):
+            order = [(mine, a), (theirs, b)] if r % 2 == 0 else [(theirs, b), (mine, a)]
+            for cmd, sink in order:
+                rec = run_json(cmd, env_for(threads))
+                records.append(rec)
+                sink.append(rec[key])
+        return a, b
+
+    secs = str(args.seconds)
+    if args.only in (None, "models"):
+        print("Training and inference, batch 128, images/s (median of "
+              f"{args.repeats}; range in brackets)\n")
+        print(f"| model | mode | threads | minires | PyTorch | minires / PyTorch |")
+        print(f"|---|---|---|---|---|---|")
+        for model in ["seed", "resnet"]:
+            for mode in ["train", "infer"]:
+                for t in args.threads:
+                    a, b = pair([exe, "model", model, mode, str(t), secs],
+                                torch_run + ["model", model, mode, str(t), secs], t,
+                                "images_per_s")
+                    print(f"| {model} | {mode} | {t} | {median(a):.0f} [{spread(a)}] | "
+                          f"{median(b):.0f} [{spread(b)}] | {median(a) / median(b):.2f} |",
+                          flush=True)
+    if args.only in (None, "conv"):
+        print("\n3x3 convolution, same padding, batch 128, forward + backward (input and weight "
+              "gradients), milliseconds (median)\n")
+        print("| shape | threads | minires | PyTorch oneDNN | PyTorch im2col | "
+              "vs oneDNN | vs im2col |")
+        print("|---|---|---|---|---|---|---|")
+        for c, s in CONV_SHAPES:
+            for t in args.threads:
+                conv_secs = str(max(1.0, args.seconds / 2))
+                a, b = pair([exe, "conv", str(c), str(s), str(t), conv_secs],
+                            torch_run + ["conv", str(c), str(s), str(t), conv_secs], t, "ms")
+                _, d = pair([exe, "conv", str(c), str(s), str(t), conv_secs],
+                            torch_run + ["conv", str(c), str(s), str(t), conv_secs,
+                                         "--no-mkldnn"], t, "ms")
+                print(f"| {c}->{c} @{s}x{s} | {t} | {median(a):.2f} | {median(b):.2f} | "
+                      f"{median(d):.2f} | {median(b) / median(a):.2f} | "
+                      f"{median(d) / median(a):.2f} |", flush=True)
+        print("\n(vs columns: PyTorch time / minires time, so above 1 means minires is faster)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(records, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The PyTorch side of compare.py: one measurement per process, one line of JSON.
+
+  torch_run.py model <seed|resnet> <train|infer> <threads> [seconds] [data dir]
+  torch_run.py conv <channels> <size> <threads> [seconds] [--no-mkldnn]
+"""
+import gzip
+import json
+import os
+import sys
+import time
+
+import torch
+
+from models import build
+
+BATCH = 128
+
+
+def load_images(directory):
+    """The 60000 training images scaled to [0, 1] and their labels, or None without the data."""
+    try:
+        with gzip.open(os.path.join(directory, "train-images-idx3-ubyte.gz")) as f:
+            x = torch.frombuffer(bytearray(f.read()[16:]), dtype=torch.uint8)
+        with gzip.open(os.path.join(directory, "train-labels-idx1-ubyte.gz")) as f:
+            y = torch.frombuffer(bytearray(f.read()[8:]), dtype=torch.uint8)
+    except OSError:
+        return None
+    return x.reshape(-1, 1, 28, 28).float() / 255.0, y.long()
+
+
+def time_loop(budget, once):
+    once()
+    once()
+    calls, t0 = 0, time.perf_counter()
+    while True:
+        once()
+        calls += 1
+        if time.perf_counter() - t0 >= budget:
+            return calls, time.perf_counter() - t0
+
+
+def model_main(name, mode, threads, budget, directory):
+    torch.manual_seed(1)
+    model, opt = build(name)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    data = load_images(directory)
+    if data is None:
+        xs, ys = torch.rand(BATCH, 1, 28, 28), torch.randint(0, 10, (BATCH,))
+        batches = 1
+    else:
+        xs, ys = data
+        batches = len(ys) // BATCH
+    state = {"b": 0}
+
+    def batch():
+        b = state["b"]
+        state["b"] = (b + 1) % batches
+        return xs[b * BATCH:(b + 1) * BATCH], ys[b * BATCH:(b + 1) * BATCH]
+
+    if mode == "train":
+        model.train()
+
+        def once():
+            x, y = batch()
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+            opt.step()
+    elif mode == "infer":
+        model.eval()
+
+        def once():
+            x, _ = batch()
+            with torch.no_grad():
+                model(x)
+    else:
+        raise ValueError("mode must be train or infer")
+    calls, s = time_loop(budget, once)
+    print(json.dumps({"system": "pytorch", "model": name, "mode": mode, "threads": threads,
+                      "data": "noise" if data is None else "fashion-mnist", "batches": calls,
+                      "images_per_s": round(calls * BATCH / s, 1)}))
+
+
+def conv_main(channels, size, threads, budget, mkldnn):
+    torch.backends.mkldnn.enabled = mkldnn
+    torch.manual_seed(1)
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+    x = torch.empty(BATCH, channels, size, size).uniform_(-1, 1).requires_grad_()
+    dy = torch.empty(BATCH, channels, size, size).uniform_(-1, 1)
+
+    def once():
+        x.grad = None
+        conv.weight.grad = None
+        conv(x).backward(dy)
+
+    calls, s = time_loop(budget, once)
+    flop = 3 * 2 * BATCH * channels * channels * 9 * size * size
+    print(json.dumps({"system": "pytorch" + ("" if mkldnn else "-im2col"),
+                      "conv": f"{channels}->{channels} 3x3 @{size}", "threads": threads,
+                      "calls": calls, "ms": round(1e3 * s / calls, 3),
+                      "gflops": round(flop * calls / s * 1e-9, 1)}))
+
+
+def main(argv):
+    if len(argv) >= 4 and argv[0] == "model":
+        threads = int(argv[3])
+        torch.set_num_threads(threads)
+        model_main(argv[1], argv[2], threads, float(argv[4]) if len(argv) > 4 else 5.0,
+                   argv[5] if len(argv) > 5 else "/usr/share/datasets/fashion-mnist")
+    elif len(argv) >= 4 and argv[0] == "conv":
+        threads = int(argv[3])
+        torch.set_num_threads(threads)
+        rest = [a for a in argv[4:] if a != "--no-mkldnn"]
+        conv_main(int(argv[1]), int(argv[2]), threads, float(rest[0]) if rest else 2.0,
+                  "--no-mkldnn" not in argv)
+    else:
+        sys.stderr.write(__doc__)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,71 @@
+// One training step (or one inference batch) of a model on a fixed synthetic batch, as the
+// benchmarks and the profiler run it: zero_grad, forward, loss, backward, optimizer step.
+#pragma once
+
+#include <minires/minires.hpp>
+#include <minires/models/fashion_mnist.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace bench {
+
+struct ModelStep {
+  minires::Model<float> model;
+  minires::SoftmaxCrossEntropy<float> loss{unclipped()};
+  std::unique_ptr<minires::Optimizer<float>> optimizer;
+  minires::Tensor<float> x;
+  std::vector<std::int32_t> labels;
+
+  // name: "seed" (RMSprop lr 1e-3, as the notebook) or "resnet" (SGD, Nesterov, weight decay,
+  // as fmnist's default). The model is planned for `batch` with the current thread count.
+  ModelStep(const std::string& name, minires::index_t batch) {
+    using namespace minires;
+    if (name == "seed") {
+      model = models::seed_resnet<float>();
+      optimizer = std::make_unique<RMSprop<float>>(RMSpropOptions{});
+    } else if (name == "resnet") {
+      model = models::small_resnet<float>();
+      SGDOptions o;
+      o.lr = 0.05;
+      o.momentum = 0.9;
+      o.nesterov = true;
+      o.weight_decay = 5e-4;
+      optimizer = std::make_unique<SGD<float>>(o);
+    } else {
+      throw std::invalid_argument("unknown model '" + name + "' (expected seed or resnet)");
+    }
+    model.init(1);
+    model.plan(batch);
+    loss.setup(Shape{batch, 10});
+    optimizer->attach(model.params());
+    x.resize(Shape{batch, 1, 28, 28});
+    Rng rng(7);
+    for (index_t i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>(rng.uniform());
+    labels.resize(static_cast<std::size_t>(batch));
+    for (auto& l : labels) l = static_cast<std::int32_t>(rng.uniform_int(10));
+  }
+
+  static minires::SoftmaxCrossEntropyOptions unclipped() {
+    minires::SoftmaxCrossEntropyOptions o;
+    o.keras_clip = false;
+    return o;
+  }
+
+  void train_step() {
+    using namespace minires;
+    model.zero_grad();
+    const Tensor<float>& logits = model.forward(x, Mode::Train);
+    loss.forward(logits, Span<const std::int32_t>(labels.data(), labels.size()));
+    loss.backward(model.output_grad());
+    model.backward();
+    optimizer->step();
+  }
+
+  void inference() { model.forward(x, minires::Mode::Infer); }
+};
+
+}  // namespace bench
