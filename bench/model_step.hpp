@@ -22,7 +22,7 @@ struct ModelStep {
 
   // name: "seed" (RMSprop lr 1e-3, as the notebook) or "resnet" (SGD, Nesterov, weight decay,
   // as fmnist's default). The model is planned for `batch` with the current thread count.
-  ModelStep(const std::string& name, minires::index_t batch) {
+  ModelStep(const std::string& name, minires::index_t batch, bool fusion = true) {
     using namespace minires;
     if (name == "seed") {
       model = models::seed_resnet<float>();
@@ -38,6 +38,7 @@ struct ModelStep {
     } else {
       throw std::invalid_argument("unknown model '" + name + "' (expected seed or resnet)");
     }
+    model.set_fusion(fusion);
     model.init(1);
     model.plan(batch);
     loss.setup(Shape{batch, 10});

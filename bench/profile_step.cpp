@@ -1,9 +1,10 @@
 // Where a training step spends its time, layer by layer.
 //
-//   build/release/bench/profile_step [seed|resnet] [threads] [steps]
+//   build/release/bench/profile_step [seed|resnet] [threads] [steps] [nofuse]
 //
 // Runs `steps` training steps (batch 128) after two warm-up steps with Model profiling on and
-// prints milliseconds per call, forward and backward, for every layer, slowest first.
+// prints milliseconds per call, forward and backward, for every layer, slowest first. `nofuse`
+// turns ReLU fusion off (Model::set_fusion) for comparison.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -22,15 +23,16 @@ int main(int argc, char** argv) {
       return 2;
     }
     minires::set_num_threads(threads);
-    bench::ModelStep step(name, 128);
+    const bool fuse = !(argc > 4 && std::string(argv[4]) == "nofuse");
+    bench::ModelStep step(name, 128, fuse);
     step.train_step();
     step.train_step();
     step.model.set_profiling(true);
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < steps; ++i) step.train_step();
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("%s, %d thread(s), batch 128: %.2f ms per step, %.0f images/s\n\n", name.c_str(),
-                threads, 1e3 * s / steps, 128.0 * steps / s);
+    std::printf("%s, %d thread(s), batch 128, fusion %s: %.2f ms per step, %.0f images/s\n\n",
+                name.c_str(), threads, fuse ? "on" : "off", 1e3 * s / steps, 128.0 * steps / s);
     std::printf("%s", step.model.profile_report().c_str());
     return 0;
   } catch (const std::exception& e) {

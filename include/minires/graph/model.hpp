@@ -34,7 +34,9 @@
 #include "minires/core/shape.hpp"
 #include "minires/core/span.hpp"
 #include "minires/core/tensor.hpp"
+#include "minires/kernels/elementwise.hpp"
 #include "minires/layers/layer.hpp"
+#include "minires/layers/relu.hpp"
 
 namespace minires {
 
@@ -169,12 +171,19 @@ class Model {
                        std::to_string(batch));
     if (batch <= planned_batch_) return;
     setup_layers(batch);
+    plan_fusion();
     for (auto& n : nodes_) {
-      n.y.resize(with_batch(n.sample_shape, batch));
-      n.dy.resize(with_batch(n.sample_shape, batch));
       n.x_ptrs.clear();
       n.dx_ptrs.clear();
-      for (int id : n.inputs) {
+      if (n.fused_into >= 0) {  // runs inside the layer it follows: no buffers of its own
+        n.y = Tensor<T>();
+        n.dy = Tensor<T>();
+        continue;
+      }
+      n.y.resize(with_batch(n.sample_shape, batch));
+      n.dy.resize(with_batch(n.sample_shape, batch));
+      for (int input : n.inputs) {
+        const int id = resolve(input);
         n.x_ptrs.push_back(&nodes_[static_cast<std::size_t>(id)].y);
         n.dx_ptrs.push_back(id == input_ ? nullptr : &nodes_[static_cast<std::size_t>(id)].dy);
       }
@@ -195,12 +204,13 @@ class Model {
     const index_t batch = x.dim(0);
     plan(batch);
     for (auto& n : nodes_) {
+      if (n.fused_into >= 0) continue;
       n.y.resize(with_batch(n.sample_shape, batch));
       n.dy.resize(with_batch(n.sample_shape, batch));
     }
     nodes_[static_cast<std::size_t>(input_)].y.copy_from(x);
     for (auto& n : nodes_) {
-      if (!n.layer) continue;
+      if (!n.layer || n.fused_into >= 0) continue;
       const auto t0 = profiling_ ? Clock::now() : Clock::time_point();
       n.layer->forward(Span<const Tensor<T>* const>(n.x_ptrs.data(), n.x_ptrs.size()), n.y, mode);
       if (profiling_) {
@@ -214,8 +224,8 @@ class Model {
   // Zeroes every activation gradient and every parameter gradient (once per step: layers and
   // the loss accumulate into them).
   void zero_grad() {
-    for (auto& n : nodes_) n.dy.zero();
-    for (auto& p : param_cache_) p.grad->zero();
+    for (auto& n : nodes_) kernels::fill(n.dy.data(), n.dy.size(), T(0));
+    for (auto& p : param_cache_) kernels::fill(p.grad->data(), p.grad->size(), T(0));
   }
 
   // The gradient of the loss with respect to the output, for the loss to accumulate into.
@@ -225,7 +235,7 @@ class Model {
   void backward() {
     for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
       NodeData& n = *it;
-      if (!n.layer) continue;
+      if (!n.layer || n.fused_into >= 0) continue;
       const auto t0 = profiling_ ? Clock::now() : Clock::time_point();
       n.layer->backward(Span<const Tensor<T>* const>(n.x_ptrs.data(), n.x_ptrs.size()), n.y, n.dy,
                         Span<Tensor<T>* const>(n.dx_ptrs.data(), n.dx_ptrs.size()));
@@ -256,8 +266,8 @@ class Model {
     std::vector<LayerTime> out;
     for (const auto& n : nodes_) {
       if (!n.layer) continue;
-      out.push_back(
-          {n.name, n.layer->type(), n.forward_s, n.backward_s, n.forward_calls, n.backward_calls});
+      out.push_back({n.name, std::string(n.layer->type()) + (n.layer->fused_relu() ? "+ReLU" : ""),
+                     n.forward_s, n.backward_s, n.forward_calls, n.backward_calls});
     }
     return out;
   }
@@ -305,7 +315,25 @@ class Model {
   }
   // (n, sample shape...)
   static Shape batch_shape(const Shape& sample, index_t n) { return with_batch(sample, n); }
-  const Tensor<T>& activation(Node n) const { return node(n).y; }
+  // The output of node n for the last forward. With ReLU fusion on, a BatchNorm or Add whose
+  // only consumer is a ReLU holds that ReLU's output, and the ReLU's activation is the same
+  // tensor.
+  const Tensor<T>& activation(Node n) const {
+    node(n);  // checks n
+    return nodes_[static_cast<std::size_t>(resolve(n.id))].y;
+  }
+
+  // ReLU fusion (on by default): a ReLU that is the only consumer of a BatchNorm or Add runs
+  // inside that layer (Layer::set_fused_relu), saving two passes over the activation in each
+  // direction and the ReLU's buffers. Results are bit-identical either way. Takes effect at the
+  // next plan().
+  void set_fusion(bool on) {
+    if (on != fusion_) planned_batch_ = 0;
+    fusion_ = on;
+  }
+  bool fusion() const noexcept { return fusion_; }
+  // True when node n is a ReLU that runs fused into its input's layer (valid after plan()).
+  bool is_fused(Node n) const { return node(n).fused_into >= 0; }
   index_t planned_batch() const noexcept { return planned_batch_; }
 
   // A one-line-per-node description of the architecture (names, types, configuration, inputs,
@@ -366,6 +394,7 @@ class Model {
     std::vector<Tensor<T>*> dx_ptrs;       // null where no gradient is needed (the model input)
     double forward_s = 0, backward_s = 0;  // profiling totals
     long forward_calls = 0, backward_calls = 0;
+    int fused_into = -1;  // a ReLU run by this node's layer (see set_fusion)
   };
   using Clock = std::chrono::steady_clock;
 
@@ -434,6 +463,41 @@ class Model {
     return nodes_[static_cast<std::size_t>(n.id)];
   }
 
+  int resolve(int id) const {
+    const int f = nodes_[static_cast<std::size_t>(id)].fused_into;
+    return f >= 0 ? f : id;
+  }
+
+  // Marks each ReLU that can run inside its input's layer: the input is a layer that supports it
+  // (Layer::can_fuse_relu), the ReLU is that output's only consumer, and neither is the model
+  // output.
+  void plan_fusion() {
+    std::vector<int> uses(nodes_.size(), 0);
+    for (const auto& n : nodes_)
+      for (int id : n.inputs) ++uses[static_cast<std::size_t>(id)];
+    for (auto& n : nodes_) {
+      n.fused_into = -1;
+      if (n.layer && n.layer->can_fuse_relu()) n.layer->set_fused_relu(false);
+    }
+    if (!fusion_) return;
+    const int out = output_id();
+    for (std::size_t i = 0; i < nodes_.size(); ++i) {
+      NodeData& n = nodes_[i];
+      if (static_cast<int>(i) == out || n.inputs.size() != 1 ||
+          dynamic_cast<ReLU<T>*>(n.layer.get()) == nullptr) {
+        continue;
+      }
+      const int p = n.inputs[0];
+      Layer<T>* pl = nodes_[static_cast<std::size_t>(p)].layer.get();
+      if (p == out || pl == nullptr || !pl->can_fuse_relu() || pl->fused_relu() ||
+          uses[static_cast<std::size_t>(p)] != 1) {
+        continue;
+      }
+      pl->set_fused_relu(true);
+      n.fused_into = p;
+    }
+  }
+
   void setup_layers(index_t batch) {
     for (auto& n : nodes_) {
       if (!n.layer) continue;
@@ -463,6 +527,7 @@ class Model {
   int output_ = -1;
   index_t planned_batch_ = 0;
   bool profiling_ = false;
+  bool fusion_ = true;
 };
 
 }  // namespace minires

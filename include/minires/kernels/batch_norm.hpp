@@ -9,6 +9,11 @@
 //   statistics of this batch (training):  dx += γ·rstd/m · (m·dy − Σdy − x̂ · Σ(dy·x̂))
 //   constant statistics (inference):      dx += γ·rstd · dy
 //
+// Fused ReLU (relu = true): the forward writes z = max(y, 0) (NaN passes, as relu_forward) and
+// the backward is given dz and the output z, and uses dy = dz · [z > 0] (relu_backward's rule).
+// The results equal BatchNorm followed by a separate ReLU, bit for bit, with two fewer passes
+// over memory in each direction.
+//
 // Sums are accumulated in double: each image's run of S values is summed in T in segments of
 // at most 512 (vectorised by Eigen) and the segment sums are added in double. Mean and variance
 // use the corrected two-pass algorithm (Chan, Golub & LeVeque), so a large mean does not cancel
@@ -53,12 +58,30 @@ void for_channel_runs(const BatchNormDims& d, index_t c, F&& f) {
   }
 }
 
-// y = (x − mu) · scale + offset over channel c.
+// y = (x − mu) · scale + offset over channel c, then y = max(y, 0) when relu (NaN passes).
 template <class T>
-void channel_affine(const T* x, const BatchNormDims& d, index_t c, T mu, T scale, T offset, T* y) {
+void channel_affine(const T* x, const BatchNormDims& d, index_t c, T mu, T scale, T offset, T* y,
+                    bool relu) {
   for_channel_runs(d, c, [&](index_t off, index_t len) {
     ArrayMap<T>(y + off, len) = (ConstArrayMap<T>(x + off, len) - mu) * scale + offset;
+    if (relu) {  // the run is still in L1
+      T* out = y + off;
+      for (index_t i = 0; i < len; ++i) out[i] = out[i] < T(0) ? T(0) : out[i];
+    }
   });
+}
+
+// The output gradient of one run copied into buf (bn_segment elements, 64-byte aligned): dy,
+// or dy · [z > 0] when a ReLU is fused (z: its output). Always copying makes Eigen's vectorised
+// sums see the same alignment either way, so fused and separate ReLUs agree bit for bit.
+template <class T>
+const T* run_grad(const T* dy, const T* z, bool relu, index_t off, index_t len, T* buf) {
+  if (relu) {
+    for (index_t i = 0; i < len; ++i) buf[i] = z[off + i] > T(0) ? dy[off + i] : T(0);
+  } else {
+    std::copy(dy + off, dy + off + len, buf);
+  }
+  return buf;
 }
 
 // Runs body(c) for every channel, in parallel when the tensor is large.
@@ -74,7 +97,8 @@ void for_channels(const BatchNormDims& d, Body&& body) {
 // cached for backward, and y = γ·(x − mean)·rstd + β.
 template <class T>
 void batch_norm_forward_train(const T* x, const BatchNormDims& d, const T* gamma, const T* beta,
-                              double epsilon, T* y, double* mean, double* var, double* rstd) {
+                              double epsilon, T* y, double* mean, double* var, double* rstd,
+                              bool relu = false) {
   using detail::ConstArrayMap;
   const double m = static_cast<double>(d.count());
   detail::for_channels(d, [&](index_t c) {
@@ -99,7 +123,7 @@ void batch_norm_forward_train(const T* x, const BatchNormDims& d, const T* gamma
     rstd[c] = r;
     // y = γ·r·(x − mu_t) + β + γ·r·(mu_t − mu)
     detail::channel_affine(x, d, c, mu_t, static_cast<T>(gamma[c] * r),
-                           static_cast<T>(beta[c] + gamma[c] * r * (mu_t - mu)), y);
+                           static_cast<T>(beta[c] + gamma[c] * r * (mu_t - mu)), y, relu);
   });
 }
 
@@ -108,11 +132,12 @@ void batch_norm_forward_train(const T* x, const BatchNormDims& d, const T* gamma
 template <class T>
 void batch_norm_forward_infer(const T* x, const BatchNormDims& d, const T* gamma, const T* beta,
                               const T* moving_mean, const T* moving_variance, double epsilon, T* y,
-                              double* mean, double* rstd) {
+                              double* mean, double* rstd, bool relu = false) {
   detail::for_channels(d, [&](index_t c) {
     mean[c] = moving_mean[c];
     rstd[c] = 1.0 / std::sqrt(static_cast<double>(moving_variance[c]) + epsilon);
-    detail::channel_affine(x, d, c, moving_mean[c], static_cast<T>(gamma[c] * rstd[c]), beta[c], y);
+    detail::channel_affine(x, d, c, moving_mean[c], static_cast<T>(gamma[c] * rstd[c]), beta[c], y,
+                           relu);
   });
 }
 
@@ -128,11 +153,11 @@ void batch_norm_update_moving(const double* batch, index_t channels, double mome
 
 // Backward with the mean/rstd the forward used. batch_statistics: the forward normalised with
 // statistics of this batch (training) rather than constants (inference). Accumulates into dgamma,
-// dbeta and dx (dx may be null).
+// dbeta and dx (dx may be null). z: the fused ReLU's output when relu (else unused, may be null).
 template <class T>
 void batch_norm_backward(const T* x, const T* dy, const BatchNormDims& d, const T* gamma,
                          const double* mean, const double* rstd, bool batch_statistics, T* dx,
-                         T* dgamma, T* dbeta) {
+                         T* dgamma, T* dbeta, const T* z = nullptr, bool relu = false) {
   using detail::ArrayMap;
   using detail::ConstArrayMap;
   const double m = static_cast<double>(d.count());
@@ -141,8 +166,9 @@ void batch_norm_backward(const T* x, const T* dy, const BatchNormDims& d, const 
     const double r = rstd[c];
     // Σ dy and Σ dy·(x − mu_t) in one pass; Σ dy·x̂ = r · (Σ dy·(x − mu_t) + (mu_t − mean)·Σ dy).
     double sum_dy = 0.0, sum_dy_xc = 0.0;
+    alignas(64) T buf[detail::bn_segment];
     detail::for_channel_runs(d, c, [&](index_t off, index_t len) {
-      const auto g = ConstArrayMap<T>(dy + off, len);
+      const auto g = ConstArrayMap<T>(detail::run_grad(dy, z, relu, off, len, buf), len);
       sum_dy += static_cast<double>(g.sum());
       sum_dy_xc += static_cast<double>((g * (ConstArrayMap<T>(x + off, len) - mu_t)).sum());
     });
@@ -157,8 +183,8 @@ void batch_norm_backward(const T* x, const T* dy, const BatchNormDims& d, const 
     const double k = batch_statistics ? -a * sum_dy / m + b * (mu_t - mean[c]) : 0.0;
     const T at = static_cast<T>(a), bt = static_cast<T>(b), kt = static_cast<T>(k);
     detail::for_channel_runs(d, c, [&](index_t off, index_t len) {
-      ArrayMap<T>(dx + off, len) +=
-          at * ConstArrayMap<T>(dy + off, len) + bt * (ConstArrayMap<T>(x + off, len) - mu_t) + kt;
+      const auto g = ConstArrayMap<T>(detail::run_grad(dy, z, relu, off, len, buf), len);
+      ArrayMap<T>(dx + off, len) += at * g + bt * (ConstArrayMap<T>(x + off, len) - mu_t) + kt;
     });
   });
 }

@@ -89,6 +89,25 @@ void add(const T* a, const T* b, T* y, index_t n) {
   });
 }
 
+// y = max(a + b, 0), NaN passing as in relu_forward   (y may alias a or b)
+template <class T>
+void add_relu(const T* a, const T* b, T* y, index_t n) {
+  using B = xsimd::batch<T>;
+  detail::for_blocks(n, [&](index_t begin, index_t end) {
+    const B zero(T(0));
+    detail::simd_loop<T>(
+        begin, end,
+        [&](index_t i) {
+          const B v = B::load_unaligned(a + i) + B::load_unaligned(b + i);
+          xsimd::select(v < zero, zero, v).store_unaligned(y + i);
+        },
+        [&](index_t i) {
+          const T v = a[i] + b[i];
+          y[i] = v < T(0) ? T(0) : v;
+        });
+  });
+}
+
 // y += alpha * x
 template <class T>
 void axpy(T alpha, const T* x, T* y, index_t n) {
@@ -114,6 +133,13 @@ void scale(T alpha, T* x, index_t n) {
         begin, end, [&](index_t i) { (a * B::load_unaligned(x + i)).store_unaligned(x + i); },
         [&](index_t i) { x[i] *= alpha; });
   });
+}
+
+// x = value (in parallel for long arrays: zeroing a step's activation gradients is a large
+// share of a small model's memory traffic)
+template <class T>
+void fill(T* x, index_t n, T value) {
+  detail::for_blocks(n, [&](index_t begin, index_t end) { std::fill(x + begin, x + end, value); });
 }
 
 }  // namespace minires::kernels

@@ -76,6 +76,13 @@ void for_each_window(const ConvGeometry& g, Body&& body) {
   }
 }
 
+// The common 2x2 window with stride 2 and no padding, on which the tight loops below replace
+// the general window walk (same cells, same order, same results).
+inline bool is_pool_2x2(const ConvGeometry& g) noexcept {
+  return g.kernel_h == 2 && g.kernel_w == 2 && g.stride_h == 2 && g.stride_w == 2 &&
+         g.pad_top == 0 && g.pad_bottom == 0 && g.pad_left == 0 && g.pad_right == 0;
+}
+
 }  // namespace detail
 
 // x: (batch, C, H, W) -> y: (batch, C, OH, OW), argmax: (batch, C, OH, OW) plane indices.
@@ -88,6 +95,27 @@ void max_pool2d_forward(const T* x, const ConvGeometry& g, index_t batch, T* y,
     const T* xp = x + p * in_plane;
     T* yp = y + p * out_plane;
     std::int32_t* ap = argmax + p * out_plane;
+    if (detail::is_pool_2x2(g)) {
+      const index_t W = g.width;
+      for (index_t oh = 0; oh < g.out_h; ++oh) {
+        for (index_t ow = 0; ow < g.out_w; ++ow) {
+          const index_t cells[4] = {2 * oh * W + 2 * ow, 2 * oh * W + 2 * ow + 1,
+                                    (2 * oh + 1) * W + 2 * ow, (2 * oh + 1) * W + 2 * ow + 1};
+          index_t best = cells[0];
+          T m = xp[best];
+          for (int c = 1; c < 4; ++c) {
+            const T v = xp[cells[c]];
+            if (v > m || (std::isnan(v) && !std::isnan(m))) {
+              m = v;
+              best = cells[c];
+            }
+          }
+          yp[oh * g.out_w + ow] = m;
+          ap[oh * g.out_w + ow] = static_cast<std::int32_t>(best);
+        }
+      }
+      return;
+    }
     detail::for_each_window(g, [&](index_t o, index_t h0, index_t h1, index_t w0, index_t w1) {
       index_t best = h0 * g.width + w0;
       T m = xp[best];
@@ -128,6 +156,23 @@ void avg_pool2d_forward(const T* x, const ConvGeometry& g, index_t batch, T* y) 
   detail::for_each_plane(batch * g.channels, out_plane * g.kernel_h * g.kernel_w, [&](index_t p) {
     const T* xp = x + p * in_plane;
     T* yp = y + p * out_plane;
+    if (detail::is_pool_2x2(g)) {
+      const index_t W = g.width;
+      for (index_t oh = 0; oh < g.out_h; ++oh) {
+        const T* r0 = xp + 2 * oh * W;
+        const T* r1 = r0 + W;
+        T* yr = yp + oh * g.out_w;
+        for (index_t ow = 0; ow < g.out_w; ++ow) {
+          T sum = T(0);
+          sum += r0[2 * ow];
+          sum += r0[2 * ow + 1];
+          sum += r1[2 * ow];
+          sum += r1[2 * ow + 1];
+          yr[ow] = sum / T(4);
+        }
+      }
+      return;
+    }
     detail::for_each_window(g, [&](index_t o, index_t h0, index_t h1, index_t w0, index_t w1) {
       T sum = T(0);
       for (index_t ih = h0; ih < h1; ++ih) {
@@ -146,6 +191,22 @@ void avg_pool2d_backward(const T* dy, const ConvGeometry& g, index_t batch, T* d
   detail::for_each_plane(batch * g.channels, out_plane * g.kernel_h * g.kernel_w, [&](index_t p) {
     const T* dyp = dy + p * out_plane;
     T* dxp = dx + p * in_plane;
+    if (detail::is_pool_2x2(g)) {
+      const index_t W = g.width;
+      for (index_t oh = 0; oh < g.out_h; ++oh) {
+        T* r0 = dxp + 2 * oh * W;
+        T* r1 = r0 + W;
+        const T* dyr = dyp + oh * g.out_w;
+        for (index_t ow = 0; ow < g.out_w; ++ow) {
+          const T share = dyr[ow] / T(4);
+          r0[2 * ow] += share;
+          r0[2 * ow + 1] += share;
+          r1[2 * ow] += share;
+          r1[2 * ow + 1] += share;
+        }
+      }
+      return;
+    }
     detail::for_each_window(g, [&](index_t o, index_t h0, index_t h1, index_t w0, index_t w1) {
       const T share = dyp[o] / static_cast<T>((h1 - h0) * (w1 - w0));
       for (index_t ih = h0; ih < h1; ++ih) {

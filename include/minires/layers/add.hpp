@@ -28,16 +28,28 @@ class Add final : public Layer<T> {
     planned_inputs_ = inputs.size();
   }
 
-  // y = x_0 + x_1 + ... + x_{k-1}   (summed left to right)
+  bool can_fuse_relu() const override { return true; }
+  void set_fused_relu(bool on) override { fused_relu_ = on; }
+  bool fused_relu() const override { return fused_relu_; }
+
+  // y = x_0 + x_1 + ... + x_{k-1}   (summed left to right; then max(y, 0) with a fused ReLU)
   void forward(Span<const Tensor<T>* const> x, Tensor<T>& y, Mode /*mode*/) override {
     check_inputs(x);
     expect_shape("output", x[0]->shape(), y.shape());
     const index_t n = y.size();
-    kernels::add(x[0]->data(), x[1]->data(), y.data(), n);
-    for (std::size_t i = 2; i < x.size(); ++i) kernels::add(y.data(), x[i]->data(), y.data(), n);
+    const std::size_t k = x.size();
+    for (std::size_t i = 1; i < k; ++i) {
+      const T* a = i == 1 ? x[0]->data() : y.data();
+      if (fused_relu_ && i + 1 == k) {
+        kernels::add_relu(a, x[i]->data(), y.data(), n);
+      } else {
+        kernels::add(a, x[i]->data(), y.data(), n);
+      }
+    }
   }
 
-  // dx_i += dy for every input i whose gradient is wanted (dx[i] != nullptr)
+  // dx_i += dy for every input i whose gradient is wanted (dx[i] != nullptr);
+  // with a fused ReLU (y its output, dy its gradient): dx_i += dy·[y > 0]
   void backward(Span<const Tensor<T>* const> x, const Tensor<T>& y, const Tensor<T>& dy,
                 Span<Tensor<T>* const> dx) override {
     check_inputs(x);
@@ -53,11 +65,17 @@ class Add final : public Layer<T> {
         expect_shape(("input gradient " + std::to_string(i)).c_str(), x[0]->shape(),
                      dx[i]->shape());
       }
-      kernels::add(dx[i]->data(), dy.data(), dx[i]->data(), dy.size());
+      if (fused_relu_) {
+        kernels::relu_backward(y.data(), dy.data(), dx[i]->data(), dy.size());
+      } else {
+        kernels::add(dx[i]->data(), dy.data(), dx[i]->data(), dy.size());
+      }
     }
   }
 
  private:
+  bool fused_relu_ = false;
+
   void expect_arity(std::size_t n) const {
     if (n < 2) {
       throw ShapeError(std::string(type()) + ": expected two or more inputs, found " +

@@ -105,6 +105,10 @@ class BatchNorm : public UnaryLayer<T> {
     reset_state();
   }
 
+  bool can_fuse_relu() const override { return true; }
+  void set_fused_relu(bool on) override { fused_relu_ = on; }
+  bool fused_relu() const override { return fused_relu_; }
+
   // Train: normalise with the batch statistics and update the moving ones.
   // Infer: normalise with the moving statistics.
   void forward(Span<const Tensor<T>* const> x, Tensor<T>& y, Mode mode) override {
@@ -112,7 +116,8 @@ class BatchNorm : public UnaryLayer<T> {
     const auto d = dims(in.shape());
     if (mode == Mode::Train) {
       kernels::batch_norm_forward_train(in.data(), d, gamma.data(), beta.data(), options_.epsilon,
-                                        y.data(), mean_.data(), var_.data(), rstd_.data());
+                                        y.data(), mean_.data(), var_.data(), rstd_.data(),
+                                        fused_relu_);
       kernels::batch_norm_update_moving(mean_.data(), d.channels, options_.momentum,
                                         moving_mean.data());
       kernels::batch_norm_update_moving(var_.data(), d.channels, options_.momentum,
@@ -120,7 +125,7 @@ class BatchNorm : public UnaryLayer<T> {
     } else {
       kernels::batch_norm_forward_infer(in.data(), d, gamma.data(), beta.data(), moving_mean.data(),
                                         moving_variance.data(), options_.epsilon, y.data(),
-                                        mean_.data(), rstd_.data());
+                                        mean_.data(), rstd_.data(), fused_relu_);
     }
     last_mode_ = mode;
     has_forward_ = true;
@@ -130,7 +135,8 @@ class BatchNorm : public UnaryLayer<T> {
   //   dβ += Σ dy      dγ += Σ dy·x̂
   //   after Train:  dx += (γ·rstd/m)·(m·dy − Σdy − x̂·Σ(dy·x̂))   (through the batch statistics)
   //   after Infer:  dx += γ·rstd·dy                               (statistics are constants)
-  // The moving statistics get no gradient.
+  // The moving statistics get no gradient. With a fused ReLU, y is the ReLU's output and dy its
+  // gradient: the BatchNorm's own output gradient is dy·[y > 0].
   void backward(Span<const Tensor<T>* const> x, const Tensor<T>& y, const Tensor<T>& dy,
                 Span<Tensor<T>* const> dx) override {
     Tensor<T>* dx0 = this->backward_grad(x, y, dy, dx);
@@ -143,7 +149,7 @@ class BatchNorm : public UnaryLayer<T> {
     kernels::batch_norm_backward(in.data(), dy.data(), dims(in.shape()), gamma.data(), mean_.data(),
                                  rstd_.data(), last_mode_ == Mode::Train,
                                  dx0 != nullptr ? dx0->data() : nullptr, dgamma.data(),
-                                 dbeta.data());
+                                 dbeta.data(), y.data(), fused_relu_);
   }
 
   std::vector<ParamRef<T>> params() override {
@@ -167,6 +173,7 @@ class BatchNorm : public UnaryLayer<T> {
 
   BatchNormOptions options_;
   Tensor<double> mean_, var_, rstd_;  // per channel, cached by forward for backward
+  bool fused_relu_ = false;
   Mode last_mode_ = Mode::Train;
   bool has_forward_ = false;
 };

@@ -62,6 +62,17 @@ class Layer {
   virtual std::vector<ParamRef<T>> params() { return {}; }
   virtual std::vector<ParamRef<T>> state() { return {}; }
 
+  // ReLU fusion, used by Model (layers that support it: BatchNorm, Add). When on, forward
+  // writes relu(f(x)) and backward takes the gradient of that ReLU's output, masking it with
+  // y > 0 itself: the results equal the layer followed by a ReLU, bit for bit, with fewer passes
+  // over memory. Model turns it on when a ReLU is the only consumer of the layer's output and
+  // then skips that ReLU.
+  virtual bool can_fuse_relu() const { return false; }
+  virtual void set_fused_relu(bool on) {
+    if (on) throw ValueError(std::string(type()) + ": cannot fuse a ReLU");
+  }
+  virtual bool fused_relu() const { return false; }
+
   // Number of trainable scalars.
   index_t param_count() {
     index_t n = 0;

@@ -1,0 +1,214 @@
+// ReLU fusion: BatchNorm and Add with a fused ReLU equal the layer followed by a ReLU, bit for
+// bit (forward, backward, training and inference), pass the gradient check, and Model fuses
+// exactly the ReLUs that are the only consumer of a BatchNorm or Add, with training steps
+// bit-identical to the unfused model.
+#include <catch2/catch.hpp>
+
+#include <minires/minires.hpp>
+#include <minires/models/fashion_mnist.hpp>
+
+#include <cstring>
+#include <vector>
+
+#include "gradcheck_summary.hpp"
+#include "synthetic.hpp"
+#include "test_util.hpp"
+
+using namespace minires;
+using minires::test::random_tensor;
+
+namespace {
+
+template <class T>
+bool same_bits(const Tensor<T>& a, const Tensor<T>& b) {
+  return a.shape() == b.shape() &&
+         (a.empty() || std::memcmp(a.data(), b.data(), sizeof(T) * a.size()) == 0);
+}
+
+template <class T>
+Span<const Tensor<T>* const> inputs(const std::vector<const Tensor<T>*>& v) {
+  return Span<const Tensor<T>* const>(v.data(), v.size());
+}
+template <class T>
+Span<Tensor<T>* const> grads(const std::vector<Tensor<T>*>& v) {
+  return Span<Tensor<T>* const>(v.data(), v.size());
+}
+
+// A layer's forward and backward followed by a separate ReLU, against the same layer type with
+// the ReLU fused; the inputs are shared, every output compared bit for bit.
+template <class L>
+void check_fused_equals_separate(L& separate, L& fused, const std::vector<Shape>& shapes, Mode mode,
+                                 Rng& rng) {
+  using T = float;
+  fused.set_fused_relu(true);
+  REQUIRE(fused.fused_relu());
+  REQUIRE_FALSE(separate.fused_relu());
+  ReLU<T> relu;
+  std::vector<Tensor<T>> xs;
+  for (const auto& s : shapes) xs.push_back(random_tensor<T>(rng, s));
+  std::vector<const Tensor<T>*> xp;
+  for (auto& x : xs) xp.push_back(&x);
+  separate.setup(Span<const Shape>(shapes.data(), shapes.size()));
+  fused.setup(Span<const Shape>(shapes.data(), shapes.size()));
+  const Shape out = separate.output_shape(Span<const Shape>(shapes.data(), shapes.size()));
+  relu.setup(Span<const Shape>(&out, 1));
+
+  Tensor<T> y_sep(out), z_sep(out), z_fused(out);
+  separate.forward(inputs<T>(xp), y_sep, mode);
+  relu.forward(inputs<T>({&y_sep}), z_sep, mode);
+  fused.forward(inputs<T>(xp), z_fused, mode);
+  CHECK(same_bits(z_sep, z_fused));
+
+  const auto dz = random_tensor<T>(rng, out);
+  Tensor<T> dy_sep(out);  // the layer's own output gradient, zeroed as Model does
+  relu.backward(inputs<T>({&y_sep}), z_sep, dz, grads<T>({&dy_sep}));
+  std::vector<Tensor<T>> dx_sep, dx_fused;
+  for (const auto& s : shapes) {
+    dx_sep.push_back(random_tensor<T>(rng, s));  // backward accumulates into what is there
+    dx_fused.push_back(dx_sep.back().clone());
+  }
+  std::vector<Tensor<T>*> gs, gf;
+  for (std::size_t i = 0; i < shapes.size(); ++i) {
+    gs.push_back(&dx_sep[i]);
+    gf.push_back(&dx_fused[i]);
+  }
+  separate.backward(inputs<T>(xp), y_sep, dy_sep, grads<T>(gs));
+  fused.backward(inputs<T>(xp), z_fused, dz, grads<T>(gf));
+  for (std::size_t i = 0; i < shapes.size(); ++i) CHECK(same_bits(dx_sep[i], dx_fused[i]));
+  auto ps = separate.params();
+  auto pf = fused.params();
+  REQUIRE(ps.size() == pf.size());
+  for (std::size_t i = 0; i < ps.size(); ++i) {
+    INFO(ps[i].name);
+    CHECK(same_bits(*ps[i].grad, *pf[i].grad));
+  }
+}
+
+// A few training steps of a model; returns the logits of every step and the final parameters.
+template <class T>
+std::vector<Tensor<T>> train_steps(Model<T>& m, const Shape& in, index_t classes, int steps) {
+  m.init(5);
+  SoftmaxCrossEntropy<T> loss;
+  loss.setup(Shape{in[0], classes});
+  SGDOptions o;
+  o.lr = 0.05;
+  o.momentum = 0.9;
+  SGD<T> opt(o);
+  opt.attach(m.params());
+  Rng rng(11);
+  std::vector<Tensor<T>> out;
+  for (int s = 0; s < steps; ++s) {
+    const auto x = random_tensor<T>(rng, in);
+    std::vector<std::int32_t> labels(static_cast<std::size_t>(in[0]));
+    for (auto& l : labels) l = static_cast<std::int32_t>(rng.uniform_int(classes));
+    m.zero_grad();
+    const Tensor<T>& logits = m.forward(x, Mode::Train);
+    out.push_back(logits.clone());
+    loss.forward(logits, Span<const std::int32_t>(labels.data(), labels.size()));
+    loss.backward(m.output_grad());
+    m.backward();
+    opt.step();
+  }
+  out.push_back(m.forward(random_tensor<T>(rng, in), Mode::Infer).clone());
+  for (auto& p : m.params()) out.push_back(p.value->clone());
+  for (auto& p : m.state()) out.push_back(p.value->clone());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("BatchNorm with a fused ReLU equals BatchNorm then ReLU, bit for bit") {
+  Rng rng(1);
+  for (const Shape& s : {Shape{6, 5, 7, 7}, Shape{3, 4, 33, 20}, Shape{9, 13}}) {
+    INFO(s.str());
+    BatchNorm<float> a, b;
+    check_fused_equals_separate(a, b, {s}, Mode::Train, rng);
+    BatchNorm<float> c, d;
+    check_fused_equals_separate(c, d, {s}, Mode::Infer, rng);
+  }
+}
+
+TEST_CASE("Add with a fused ReLU equals Add then ReLU, bit for bit") {
+  Rng rng(2);
+  for (int k : {2, 3}) {
+    for (const Shape& s : {Shape{4, 3, 9, 9}, Shape{2, 37}}) {
+      INFO(k << " inputs, " << s.str());
+      Add<float> a, b;
+      check_fused_equals_separate(a, b, std::vector<Shape>(static_cast<std::size_t>(k), s),
+                                  Mode::Train, rng);
+    }
+  }
+}
+
+TEST_CASE("fused BatchNorm+ReLU and Add+ReLU pass the gradient check") {
+  Rng rng(3);
+  BatchNorm<double> bn;
+  bn.set_fused_relu(true);
+  test::require_gradients(bn, {Shape{4, 3, 3, 3}}, rng, "fused relu, train");
+  Add<double> add;
+  add.set_fused_relu(true);
+  test::require_gradients(add, {Shape{2, 3, 4, 4}, Shape{2, 3, 4, 4}}, rng, "fused relu");
+}
+
+TEST_CASE("layers without fusion refuse it") {
+  Conv2D<float> conv(4, 3);
+  CHECK_FALSE(conv.can_fuse_relu());
+  CHECK_NOTHROW(conv.set_fused_relu(false));
+  CHECK_THROWS_AS(conv.set_fused_relu(true), ValueError);
+}
+
+TEST_CASE("Model fuses each ReLU that is the only consumer of a BatchNorm or Add") {
+  Model<float> m;
+  Node x = m.input(Shape{2, 6, 6});
+  Node c = m.add(Conv2D<float>(4, 3, Conv2DOptions().same()), x, "conv");
+  Node relu_conv = m.add(ReLU<float>(), c, "relu_conv");  // Conv2D: no fusion
+  Node bn = m.add(BatchNorm<float>(), relu_conv, "bn");
+  Node relu_bn = m.add(ReLU<float>(), bn, "relu_bn");  // fused
+  Node add = m.add(Add<float>(), {relu_bn, relu_conv}, "add");
+  Node relu_add = m.add(ReLU<float>(), add, "relu_add");  // fused
+  Node bn2 = m.add(BatchNorm<float>(), relu_add, "bn2");
+  Node relu_a = m.add(ReLU<float>(), bn2, "relu_a");  // bn2 has two consumers: not fused
+  Node relu_b = m.add(ReLU<float>(), bn2, "relu_b");
+  Node sum = m.add(Add<float>(), {relu_a, relu_b}, "sum");
+  Node out = m.add(ReLU<float>(), sum, "out");  // the model output: not fused
+  m.init(1);
+  CHECK_FALSE(m.is_fused(relu_conv));
+  CHECK(m.is_fused(relu_bn));
+  CHECK(m.is_fused(relu_add));
+  CHECK_FALSE(m.is_fused(relu_a));
+  CHECK_FALSE(m.is_fused(relu_b));
+  CHECK_FALSE(m.is_fused(out));
+
+  Rng rng(4);
+  const auto input = random_tensor<float>(rng, Shape{3, 2, 6, 6});
+  m.forward(input, Mode::Train);
+  // A fused ReLU's activation is its input layer's tensor, holding the ReLU's output.
+  CHECK(&m.activation(relu_bn) == &m.activation(bn));
+  for (float v : m.activation(relu_bn)) CHECK(v >= 0.0f);
+
+  m.set_fusion(false);
+  m.forward(input, Mode::Train);
+  CHECK_FALSE(m.is_fused(relu_bn));
+  CHECK(&m.activation(relu_bn) != &m.activation(bn));
+}
+
+TEST_CASE("fused and unfused models train bit-identically") {
+  SECTION("seed model") {
+    auto a = models::seed_resnet<float>();
+    auto b = models::seed_resnet<float>();
+    b.set_fusion(false);
+    const auto ra = train_steps(a, Shape{4, 1, 28, 28}, 10, 3);
+    const auto rb = train_steps(b, Shape{4, 1, 28, 28}, 10, 3);
+    REQUIRE(ra.size() == rb.size());
+    for (std::size_t i = 0; i < ra.size(); ++i) CHECK(same_bits(ra[i], rb[i]));
+  }
+  SECTION("residual blocks") {
+    auto a = test::small_resnet<float>();
+    auto b = test::small_resnet<float>();
+    b.set_fusion(false);
+    const auto ra = train_steps(a, Shape{5, 1, 8, 8}, 4, 3);
+    const auto rb = train_steps(b, Shape{5, 1, 8, 8}, 4, 3);
+    REQUIRE(ra.size() == rb.size());
+    for (std::size_t i = 0; i < ra.size(); ++i) CHECK(same_bits(ra[i], rb[i]));
+  }
+}
