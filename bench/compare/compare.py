@@ -66,7 +66,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--only", choices=["models", "conv"])
+    ap.add_argument("--only", choices=["models", "conv", "memory"])
     ap.add_argument("--json", help="also write every measurement to this file")
     args = ap.parse_args()
 
@@ -128,6 +128,27 @@ def main():
                       f"{median(d):.2f} | {median(b) / median(a):.2f} | "
                       f"{median(d) / median(a):.2f} |", flush=True)
         print("\n(vs columns: PyTorch time / minires time, so above 1 means minires is faster)")
+    if args.only in (None, "memory") and os.path.exists("/usr/bin/time"):
+        print("\nPeak resident memory (/usr/bin/time, maximum resident set size) of a training "
+              "process at 2 threads, batch 128; no data set is loaded (one batch of noise), so "
+              "the figure is the library, the model and its training state\n")
+        print("| model | minires | PyTorch | minires / PyTorch |")
+        print("|---|---|---|---|")
+        for model in ["seed", "resnet"]:
+            rss = {}
+            nodata = "/nonexistent-data-dir"
+            for name, cmd in [("minires", [exe, "model", model, "train", "2", secs, nodata]),
+                              ("pytorch",
+                               torch_run + ["model", model, "train", "2", secs, nodata])]:
+                out = subprocess.run(["/usr/bin/time", "-f", "maxrss_kb=%M"] + cmd,
+                                     env=env_for(2), capture_output=True, text=True)
+                if out.returncode != 0:
+                    raise RuntimeError(f"{' '.join(cmd)} failed: {out.stderr.strip()}")
+                kb = [l for l in out.stderr.splitlines() if l.startswith("maxrss_kb=")][-1]
+                rss[name] = int(kb.split("=")[1]) / 1024.0
+                records.append({"system": name, "model": model, "max_rss_mb": rss[name]})
+            print(f"| {model} | {rss['minires']:.0f} MB | {rss['pytorch']:.0f} MB | "
+                  f"{rss['minires'] / rss['pytorch']:.2f} |", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(records, f, indent=1)

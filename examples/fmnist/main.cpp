@@ -352,7 +352,7 @@ int train_command(Config cfg, const Common& common, const std::string& out, bool
   const Metadata best_meta = load(model, best);
   std::printf("\nbest validation accuracy %s at epoch %s (%s)\n", best_meta.at("best").c_str(),
               best_meta.at("best_epoch").c_str(), best.c_str());
-  const EvalResult test = evaluate(model, split.test, 500);
+  const EvalResult test = evaluate(model, split.test, cfg.batch_size);  // the planned buffers
   fmnist::print_evaluation(
       stdout, test,
       std::vector<std::string>(fashion_mnist_class_names.begin(), fashion_mnist_class_names.end()));
@@ -382,7 +382,7 @@ int evaluate_command(const std::string& path, const Common& common) {
   Config cfg;
   Model<float> model = load_checkpoint(path, &cfg);
   const auto split = load_data(common.data, cfg);
-  const EvalResult r = evaluate(model, split.test, 500);
+  const EvalResult r = evaluate(model, split.test, cfg.batch_size);
   std::printf("model %s from %s\n", cfg.model.c_str(), path.c_str());
   fmnist::print_evaluation(
       stdout, r,
