@@ -192,23 +192,24 @@ TEST_CASE("Model fuses each ReLU that is the only consumer of a BatchNorm or Add
   CHECK(&m.activation(relu_bn) != &m.activation(bn));
 }
 
+// Trains the model `make` builds with fusion on and off; every result must agree bit for bit.
+template <class Make>
+void check_fusion_bit_identical(Make make, const Shape& batch, index_t classes) {
+  auto fused = make();
+  auto unfused = make();
+  unfused.set_fusion(false);
+  const auto ra = train_steps(fused, batch, classes, 3);
+  const auto rb = train_steps(unfused, batch, classes, 3);
+  REQUIRE(ra.size() == rb.size());
+  for (std::size_t i = 0; i < ra.size(); ++i) CHECK(same_bits(ra[i], rb[i]));
+}
+
 TEST_CASE("fused and unfused models train bit-identically") {
   SECTION("seed model") {
-    auto a = models::seed_resnet<float>();
-    auto b = models::seed_resnet<float>();
-    b.set_fusion(false);
-    const auto ra = train_steps(a, Shape{4, 1, 28, 28}, 10, 3);
-    const auto rb = train_steps(b, Shape{4, 1, 28, 28}, 10, 3);
-    REQUIRE(ra.size() == rb.size());
-    for (std::size_t i = 0; i < ra.size(); ++i) CHECK(same_bits(ra[i], rb[i]));
+    check_fusion_bit_identical([] { return models::seed_resnet<float>(); }, Shape{4, 1, 28, 28},
+                               10);
   }
   SECTION("residual blocks") {
-    auto a = test::small_resnet<float>();
-    auto b = test::small_resnet<float>();
-    b.set_fusion(false);
-    const auto ra = train_steps(a, Shape{5, 1, 8, 8}, 4, 3);
-    const auto rb = train_steps(b, Shape{5, 1, 8, 8}, 4, 3);
-    REQUIRE(ra.size() == rb.size());
-    for (std::size_t i = 0; i < ra.size(); ++i) CHECK(same_bits(ra[i], rb[i]));
+    check_fusion_bit_identical([] { return test::small_resnet<float>(); }, Shape{5, 1, 8, 8}, 4);
   }
 }

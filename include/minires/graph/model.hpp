@@ -180,14 +180,13 @@ class Model {
         n.dy = Tensor<T>();
         continue;
       }
-      n.y.resize(with_batch(n.sample_shape, batch));
-      n.dy.resize(with_batch(n.sample_shape, batch));
       for (int input : n.inputs) {
         const int id = resolve(input);
         n.x_ptrs.push_back(&nodes_[static_cast<std::size_t>(id)].y);
         n.dx_ptrs.push_back(id == input_ ? nullptr : &nodes_[static_cast<std::size_t>(id)].dy);
       }
     }
+    resize_buffers(batch);
     param_cache_ = params();
     planned_batch_ = batch;
   }
@@ -203,11 +202,7 @@ class Model {
     }
     const index_t batch = x.dim(0);
     plan(batch);
-    for (auto& n : nodes_) {
-      if (n.fused_into >= 0) continue;
-      n.y.resize(with_batch(n.sample_shape, batch));
-      n.dy.resize(with_batch(n.sample_shape, batch));
-    }
+    resize_buffers(batch);
     nodes_[static_cast<std::size_t>(input_)].y.copy_from(x);
     for (auto& n : nodes_) {
       if (!n.layer || n.fused_into >= 0) continue;
@@ -495,6 +490,16 @@ class Model {
       }
       pl->set_fused_relu(true);
       n.fused_into = p;
+    }
+  }
+
+  // Shapes every node's y and dy for `batch` samples (fused ReLUs have none); within the planned
+  // batch this only changes the shapes, not the storage.
+  void resize_buffers(index_t batch) {
+    for (auto& n : nodes_) {
+      if (n.fused_into >= 0) continue;
+      n.y.resize(with_batch(n.sample_shape, batch));
+      n.dy.resize(with_batch(n.sample_shape, batch));
     }
   }
 

@@ -27,6 +27,7 @@
 #include <cmath>
 
 #include "minires/core/shape.hpp"
+#include "minires/kernels/elementwise.hpp"
 
 namespace minires::kernels {
 
@@ -66,7 +67,7 @@ void channel_affine(const T* x, const BatchNormDims& d, index_t c, T mu, T scale
     ArrayMap<T>(y + off, len) = (ConstArrayMap<T>(x + off, len) - mu) * scale + offset;
     if (relu) {  // the run is still in L1
       T* out = y + off;
-      for (index_t i = 0; i < len; ++i) out[i] = out[i] < T(0) ? T(0) : out[i];
+      for (index_t i = 0; i < len; ++i) out[i] = kernels::detail::relu(out[i]);
     }
   });
 }

@@ -40,6 +40,18 @@ void simd_loop(index_t begin, index_t end, Simd&& simd, Scalar&& scalar) {
   for (; i < end; ++i) scalar(i);
 }
 
+// max(v, 0) with NaN passing through (v < 0 is false for NaN): the ReLU of every kernel that
+// applies one (relu_forward, add_relu, BatchNorm with a fused ReLU).
+template <class T>
+inline T relu(T v) {
+  return v < T(0) ? T(0) : v;
+}
+template <class T, class A>
+inline xsimd::batch<T, A> relu(const xsimd::batch<T, A>& v) {
+  const xsimd::batch<T, A> zero(T(0));
+  return xsimd::select(v < zero, zero, v);
+}
+
 }  // namespace detail
 
 // y = max(x, 0); NaN passes through (as in TensorFlow and PyTorch), so divergence stays visible
@@ -47,14 +59,10 @@ template <class T>
 void relu_forward(const T* x, T* y, index_t n) {
   using B = xsimd::batch<T>;
   detail::for_blocks(n, [&](index_t begin, index_t end) {
-    const B zero(T(0));
     detail::simd_loop<T>(
         begin, end,
-        [&](index_t i) {
-          const B v = B::load_unaligned(x + i);
-          xsimd::select(v < zero, zero, v).store_unaligned(y + i);
-        },
-        [&](index_t i) { y[i] = x[i] < T(0) ? T(0) : x[i]; });
+        [&](index_t i) { detail::relu(B::load_unaligned(x + i)).store_unaligned(y + i); },
+        [&](index_t i) { y[i] = detail::relu(x[i]); });
   });
 }
 
@@ -94,17 +102,12 @@ template <class T>
 void add_relu(const T* a, const T* b, T* y, index_t n) {
   using B = xsimd::batch<T>;
   detail::for_blocks(n, [&](index_t begin, index_t end) {
-    const B zero(T(0));
     detail::simd_loop<T>(
         begin, end,
         [&](index_t i) {
-          const B v = B::load_unaligned(a + i) + B::load_unaligned(b + i);
-          xsimd::select(v < zero, zero, v).store_unaligned(y + i);
+          detail::relu(B::load_unaligned(a + i) + B::load_unaligned(b + i)).store_unaligned(y + i);
         },
-        [&](index_t i) {
-          const T v = a[i] + b[i];
-          y[i] = v < T(0) ? T(0) : v;
-        });
+        [&](index_t i) { y[i] = detail::relu(a[i] + b[i]); });
   });
 }
 
