@@ -24,6 +24,8 @@ endfunction()
 run(FALSE "--frobnicate" ${FMNIST} train --frobnicate)
 run(FALSE "--epochs.*(not|Value)" ${FMNIST} train --epochs zero)
 run(FALSE "--model.*resnet" ${FMNIST} train --model vgg)
+run(FALSE "--tta.*(on|off)" ${FMNIST} train --tta maybe)
+run(FALSE "--precise-bn" ${FMNIST} train --precise-bn -3)
 run(FALSE "A subcommand is required|subcommand" ${FMNIST})
 run(FALSE "apt-get install dataset-fashion-mnist" ${FMNIST} train --data ${OUT}/no-such-dir --out ${OUT}/x)
 
@@ -34,7 +36,7 @@ endif()
 
 file(REMOVE_RECURSE ${OUT})
 run(TRUE "test accuracy" ${FMNIST} train --model seed --limit 3000 --epochs 2 --threads 2
-    --data ${DATA} --out ${OUT})
+    --precise-bn 5 --data ${DATA} --out ${OUT})
 file(READ ${OUT}/metrics.json metrics)
 string(JSON loss1 GET "${metrics}" epochs 0 train_loss)
 string(JSON loss2 GET "${metrics}" epochs 1 train_loss)
@@ -57,6 +59,8 @@ foreach(f best.mrm last.mrm curves.csv curves.svg)
 endforeach()
 
 run(TRUE "test accuracy 0\\.[0-9]+" ${FMNIST} evaluate --model-file ${OUT}/best.mrm --data ${DATA})
+run(TRUE "test-time augmentation.*validation accuracy 0\\.[0-9]+.*test accuracy 0\\.[0-9]+"
+    ${FMNIST} evaluate --model-file ${OUT}/best.mrm --tta on --precise-bn 5 --data ${DATA})
 run(TRUE "image 2: [A-Za-z/ ]+ 0\\.[0-9]+.*true: " ${FMNIST} predict --model-file ${OUT}/best.mrm --count 3 --data ${DATA})
 run(FALSE "--model-file" ${FMNIST} evaluate --model-file ${OUT}/missing.mrm --data ${DATA})
 file(WRITE ${OUT}/garbage.mrm "not a model")

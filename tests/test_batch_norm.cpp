@@ -198,6 +198,45 @@ TEST_CASE("BatchNorm moving statistics: momentum update with the biased batch va
   }
 }
 
+TEST_CASE("BatchNorm averaging: the moving statistics become the plain mean of the batches'") {
+  Rng rng(37);
+  const Shape s{4, 3, 2, 2};
+  BatchNorm<double> bn;
+  setup(bn, s, rng);
+  Tensor<double> y(s);
+  forward(bn, random_tensor<double>(rng, s), y, Mode::Train);  // momentum state before
+  bn.set_averaging(true);
+  CHECK(bn.averaging());
+  std::vector<double> sum_mean(3, 0.0), sum_var(3, 0.0);
+  for (int b = 1; b <= 3; ++b) {
+    const auto x = random_tensor<double>(rng, s, -2.0 * b, 3.0 * b);
+    forward(bn, x, y, Mode::Train);
+    std::vector<double> mean, var;
+    naive_stats(x, mean, var);
+    for (std::size_t k = 0; k < 3; ++k) {
+      sum_mean[k] += mean[k];
+      sum_var[k] += var[k];
+      INFO("batch " << b << " channel " << k);
+      CHECK(bn.moving_mean[static_cast<index_t>(k)] == Approx(sum_mean[k] / b).epsilon(1e-13));
+      CHECK(bn.moving_variance[static_cast<index_t>(k)] == Approx(sum_var[k] / b).epsilon(1e-13));
+    }
+  }
+  // Off again: the momentum update (0.99) resumes from the averages.
+  bn.set_averaging(false);
+  const double m0 = bn.moving_mean[0];
+  const auto x = random_tensor<double>(rng, s);
+  forward(bn, x, y, Mode::Train);
+  std::vector<double> mean, var;
+  naive_stats(x, mean, var);
+  CHECK(bn.moving_mean[0] == Approx(0.99 * m0 + 0.01 * mean[0]).epsilon(1e-13));
+  // Inference leaves the averages alone.
+  bn.set_averaging(true);
+  forward(bn, x, y, Mode::Train);
+  const double m1 = bn.moving_mean[1];
+  forward(bn, random_tensor<double>(rng, s), y, Mode::Infer);
+  CHECK(bn.moving_mean[1] == m1);
+}
+
 TEST_CASE("BatchNorm moving statistics converge to a fixed batch's; inference then matches") {
   Rng rng(35);
   const Shape s{8, 4, 3, 3};

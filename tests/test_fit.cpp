@@ -5,11 +5,14 @@
 
 #include <minires/minires.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <new>
+#include <numeric>
 
 #include "synthetic.hpp"
 #include "test_util.hpp"
@@ -213,4 +216,118 @@ TEST_CASE("callbacks: early stopping, interrupt, progress lines, resume at an ep
       CHECK(std::equal(pa[i].value->begin(), pa[i].value->end(), pc[i].value->begin()));
     }
   }
+}
+
+TEST_CASE("recompute_batch_norm_statistics: every BatchNorm averages its batch statistics") {
+  auto data = test::line_patterns<double>(96, 11);
+  auto m = test::small_resnet<double>();
+  m.init(5);
+  // Two models from the same weights: one recomputes over 3 batches of 32 (all the data, in a
+  // seeded order); the other is fed the same batches by hand with averaging switched on.
+  auto ref = test::small_resnet<double>();
+  ref.init(5);
+  REQUIRE(recompute_batch_norm_statistics(m, data, 10, 32, 99) == 3);  // capped at whole batches
+  std::vector<BatchNorm<double>*> norms;
+  for (std::size_t i = 0; i < ref.size(); ++i)
+    if (auto* bn = dynamic_cast<BatchNorm<double>*>(ref.layer(Node{static_cast<int>(i)})))
+      norms.push_back(bn);
+  REQUIRE(norms.size() == 3);  // stem and the basic block's two
+  std::vector<index_t> order(96);
+  std::iota(order.begin(), order.end(), index_t(0));
+  Rng rng(99);
+  for (index_t i = 95; i > 0; --i)
+    std::swap(order[static_cast<std::size_t>(i)],
+              order[static_cast<std::size_t>(rng.uniform_int(static_cast<std::uint64_t>(i + 1)))]);
+  for (auto* bn : norms) bn->set_averaging(true);
+  Tensor<double> x(Shape{32, 1, 8, 8});
+  std::vector<std::int32_t> labels(32);
+  for (index_t b = 0; b < 3; ++b) {
+    data.get(Span<const index_t>(order.data() + b * 32, 32), x, labels.data(), nullptr);
+    ref.forward(x, Mode::Train);
+  }
+  const auto got = m.state(), want = ref.state();
+  REQUIRE(got.size() == want.size());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    INFO(got[i].name);
+    for (index_t k = 0; k < got[i].value->size(); ++k)
+      CHECK((*got[i].value)[k] == Approx((*want[i].value)[k]).epsilon(1e-12));
+  }
+  // The parameters are untouched (same init, no step).
+  const auto p = m.params(), q = ref.params();
+  for (std::size_t i = 0; i < p.size(); ++i)
+    CHECK(std::equal(p[i].value->begin(), p[i].value->end(), q[i].value->begin()));
+  CHECK_THROWS_AS(recompute_batch_norm_statistics(m, data, 0, 32, 1), ValueError);
+}
+
+TEST_CASE(
+    "fit with precise_bn_batches recomputes the statistics after each epoch, deterministically") {
+  auto train = test::line_patterns<float>(256, 12);
+  auto run = [&](index_t precise) {
+    auto m = test::small_resnet<float>();
+    m.init(3);
+    SoftmaxCrossEntropy<float> loss;
+    Adam<float> opt(AdamOptions{0.01});
+    FitOptions o;
+    o.epochs = 2;
+    o.batch_size = 32;
+    o.seed = 4;
+    o.precise_bn_batches = precise;
+    fit(m, loss, opt, train, nullptr, o);
+    std::pair<std::vector<float>, std::vector<float>> r;  // moving statistics, parameters
+    for (const auto& t : m.state()) r.first.insert(r.first.end(), t.value->begin(), t.value->end());
+    for (const auto& t : m.params())
+      r.second.insert(r.second.end(), t.value->begin(), t.value->end());
+    return r;
+  };
+  const auto a = run(4), b = run(4), plain = run(0);
+  CHECK(a == b);
+  // Training itself uses batch statistics: the parameters agree, the moving statistics differ.
+  REQUIRE(!a.first.empty());
+  CHECK(a.second == plain.second);
+  CHECK(a.first != plain.first);
+}
+
+TEST_CASE("evaluate with flip test-time augmentation averages image and mirror probabilities") {
+  auto data = test::line_patterns<double>(50, 13);
+  auto m = test::small_resnet<double>();
+  m.init(6);
+  EvalOptions o;
+  o.batch_size = 16;  // a partial last batch
+  o.flip = true;
+  const EvalResult r = evaluate(m, data, o);
+  // Naive reference: predict on the images and on their mirror images.
+  const Tensor<double>& x = data.samples();
+  Tensor<double> mirrored(x.shape());
+  for (index_t i = 0; i < 50; ++i)
+    for (index_t row = 0; row < 8; ++row)
+      for (index_t col = 0; col < 8; ++col) mirrored(i, 0, row, col) = x(i, 0, row, 7 - col);
+  const Tensor<double> p = predict(m, x), q = predict(m, mirrored);
+  double loss = 0;
+  index_t correct = 0;
+  for (index_t i = 0; i < 50; ++i) {
+    index_t best = 0;
+    for (index_t k = 1; k < 4; ++k)
+      if (p(i, k) + q(i, k) > p(i, best) + q(i, best)) best = k;
+    const auto label = data.labels()[static_cast<std::size_t>(i)];
+    correct += best == label;
+    loss -= std::log((p(i, label) + q(i, label)) / 2);
+  }
+  CHECK(r.accuracy == Approx(static_cast<double>(correct) / 50));
+  CHECK(r.loss == Approx(loss / 50).epsilon(1e-12));
+  index_t total = 0;
+  for (auto c : r.confusion) total += c;
+  CHECK(total == 50);
+  // Without flipping, evaluate is the plain forward pass (the loss of p alone).
+  o.flip = false;
+  double plain = 0;
+  for (index_t i = 0; i < 50; ++i)
+    plain -= std::log(p(i, data.labels()[static_cast<std::size_t>(i)]));
+  CHECK(evaluate(m, data, o).loss == Approx(plain / 50).epsilon(1e-12));
+  // Flipping needs images.
+  TensorDataset<double> flat(Tensor<double>(Shape{4, 64}), std::vector<std::int32_t>(4, 0), 4);
+  Model<double> dense;
+  dense.add(Dense<double>(4), dense.input(Shape{64}));
+  dense.init(1);
+  o.flip = true;
+  CHECK_THROWS_AS(evaluate(dense, flat, o), ShapeError);
 }

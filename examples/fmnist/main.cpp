@@ -45,8 +45,10 @@ struct Config {
   int augment = -1;      // -1: the model's default, 0 off, 1 on
   int standardize = -1;  // likewise
   std::uint64_t seed = 1;
-  index_t limit = 0;    // train on the first N training images (0: all 55000)
-  int keras_clip = -1;  // Keras 2.0's clipped cross-entropy gradient (-1: the model's default)
+  index_t limit = 0;        // train on the first N training images (0: all 55000)
+  int keras_clip = -1;      // Keras 2.0's clipped cross-entropy gradient (-1: the model's default)
+  index_t precise_bn = -1;  // batches for PreciseBN after each epoch (0: off; -1: default)
+  int tta = -1;             // flip test-time augmentation in the final test (-1: default)
 
   // Fills what the user left at "default" with the model's defaults: the notebook's settings
   // for the seed models, a tuned recipe for the ResNet.
@@ -62,6 +64,8 @@ struct Config {
     if (augment < 0) augment = seed_model ? 0 : 1;
     if (standardize < 0) standardize = seed_model ? 0 : 1;
     if (keras_clip < 0) keras_clip = 0;  // docs/results.md: Keras 2.0's clip stalls the seed model
+    if (precise_bn < 0) precise_bn = 0;
+    if (tta < 0) tta = seed_model ? 0 : 1;
   }
 
   json to_json() const {
@@ -77,7 +81,9 @@ struct Config {
             {"standardize", standardize == 1},
             {"seed", seed},
             {"limit", limit},
-            {"keras_clip", keras_clip == 1}};
+            {"keras_clip", keras_clip == 1},
+            {"precise_bn", precise_bn},
+            {"tta", tta == 1}};
   }
   static Config from_json(const json& j) {
     Config c;
@@ -94,6 +100,8 @@ struct Config {
     c.seed = j.at("seed").get<std::uint64_t>();
     c.limit = j.at("limit").get<index_t>();
     c.keras_clip = j.value("keras_clip", false) ? 1 : 0;  // older checkpoints lack it
+    c.precise_bn = j.value("precise_bn", index_t(0));     // likewise
+    c.tta = j.value("tta", false) ? 1 : 0;
     return c;
   }
 };
@@ -310,6 +318,7 @@ int train_command(Config cfg, const Common& common, const std::string& out, bool
   fo.augment = cfg.augment == 1;
   fo.schedule = make_schedule(cfg, steps);
   fo.initial_epoch = initial_epoch;
+  fo.precise_bn_batches = cfg.precise_bn;
   fo.interrupt = &g_interrupted;
 
   const Metadata extra = {
@@ -352,7 +361,10 @@ int train_command(Config cfg, const Common& common, const std::string& out, bool
   const Metadata best_meta = load(model, best);
   std::printf("\nbest validation accuracy %s at epoch %s (%s)\n", best_meta.at("best").c_str(),
               best_meta.at("best_epoch").c_str(), best.c_str());
-  const EvalResult test = evaluate(model, split.test, cfg.batch_size);  // the planned buffers
+  EvalOptions eo;
+  eo.batch_size = cfg.batch_size;  // the planned buffers
+  eo.flip = cfg.tta == 1;
+  const EvalResult test = evaluate(model, split.test, eo);
   fmnist::print_evaluation(
       stdout, test,
       std::vector<std::string>(fashion_mnist_class_names.begin(), fashion_mnist_class_names.end()));
@@ -377,13 +389,26 @@ Model<float> load_checkpoint(const std::string& path, Config* cfg) {
   return model;
 }
 
-int evaluate_command(const std::string& path, const Common& common) {
+// tta / precise_bn: -1 keeps what the checkpoint's training used.
+int evaluate_command(const std::string& path, const Common& common, int tta, index_t precise_bn) {
   apply_threads(common);
   Config cfg;
   Model<float> model = load_checkpoint(path, &cfg);
   const auto split = load_data(common.data, cfg);
-  const EvalResult r = evaluate(model, split.test, cfg.batch_size);
   std::printf("model %s from %s\n", cfg.model.c_str(), path.c_str());
+  if (precise_bn > 0) {
+    const index_t used =
+        recompute_batch_norm_statistics(model, split.train, precise_bn, cfg.batch_size, cfg.seed);
+    std::printf("BatchNorm statistics recomputed over %lld training batches of %lld\n",
+                static_cast<long long>(used), static_cast<long long>(cfg.batch_size));
+  }
+  EvalOptions eo;
+  eo.batch_size = cfg.batch_size;
+  eo.flip = (tta < 0 ? cfg.tta : tta) == 1;
+  if (eo.flip) std::printf("test-time augmentation: image and mirror image\n");
+  const EvalResult v = evaluate(model, split.validation, eo);
+  std::printf("validation accuracy %.4f  loss %.4f\n", v.accuracy, v.loss);
+  const EvalResult r = evaluate(model, split.test, eo);
   fmnist::print_evaluation(
       stdout, r,
       std::vector<std::string>(fashion_mnist_class_names.begin(), fashion_mnist_class_names.end()));
@@ -458,7 +483,7 @@ int main(int argc, char** argv) {
   Config cfg;
   std::string out = "fmnist-out";
   bool resume = false;
-  std::string augment, standardize, keras_clip;
+  std::string augment, standardize, keras_clip, tta;
   auto* train =
       app.add_subcommand("train", "Train a model; writes checkpoints, metrics and curves to --out");
   add_common(train);
@@ -505,6 +530,17 @@ int main(int argc, char** argv) {
                    "Keras 2.0's clipped cross-entropy: samples with p(label) < 1e-7 give no "
                    "gradient: on or off (default: off)")
       ->check(CLI::IsMember({"on", "off"}));
+  train
+      ->add_option("--precise-bn", cfg.precise_bn,
+                   "After each epoch, recompute the BatchNorm moving statistics as the average "
+                   "over this many training batches (PreciseBN); 0: Keras' momentum averages "
+                   "(default 0)")
+      ->check(CLI::NonNegativeNumber);
+  train
+      ->add_option("--tta", tta,
+                   "Test-time augmentation in the final test: average the predictions of each "
+                   "image and its mirror image: on or off (default: off seed, on resnet)")
+      ->check(CLI::IsMember({"on", "off"}));
   train->add_option("--seed", cfg.seed, "Seed of initialisation, shuffling and augmentation")
       ->capture_default_str();
   train->add_option("--limit", cfg.limit, "Train on the first N training images only")
@@ -519,6 +555,17 @@ int main(int argc, char** argv) {
   evaluate_cmd->add_option("--model-file", model_file, "A checkpoint written by fmnist train")
       ->required()
       ->check(CLI::ExistingFile);
+  std::string eval_tta;
+  index_t eval_precise_bn = 0;
+  evaluate_cmd
+      ->add_option("--tta", eval_tta,
+                   "Average the predictions of each image and its mirror image: on or off "
+                   "(default: as the checkpoint was trained)")
+      ->check(CLI::IsMember({"on", "off"}));
+  evaluate_cmd
+      ->add_option("--precise-bn", eval_precise_bn,
+                   "First recompute the BatchNorm statistics over this many training batches")
+      ->check(CLI::NonNegativeNumber);
 
   auto* predict_cmd = app.add_subcommand("predict", "Classify images with a saved model");
   add_common(predict_cmd);
@@ -539,9 +586,12 @@ int main(int argc, char** argv) {
   if (!augment.empty()) cfg.augment = augment == "on";
   if (!standardize.empty()) cfg.standardize = standardize == "on";
   if (!keras_clip.empty()) cfg.keras_clip = keras_clip == "on";
+  if (!tta.empty()) cfg.tta = tta == "on";
   try {
     if (*train) return train_command(cfg, common, out, resume, epochs_opt->count() > 0);
-    if (*evaluate_cmd) return evaluate_command(model_file, common);
+    if (*evaluate_cmd)
+      return evaluate_command(model_file, common, eval_tta.empty() ? -1 : eval_tta == "on",
+                              eval_precise_bn);
     if (*predict_cmd) return predict_command(model_file, images, count, common);
   } catch (const minires::Error& e) {
     std::fprintf(stderr, "fmnist: %s\n", e.what());

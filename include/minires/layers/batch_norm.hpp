@@ -6,6 +6,9 @@
 //                 moving_mean     = momentum·moving_mean     + (1 − momentum)·mean
 //                 moving_variance = momentum·moving_variance + (1 − momentum)·var
 //   Mode::Infer:  y = γ·(x − moving_mean)/sqrt(moving_variance + ε) + β
+//   averaging:    (set_averaging(true), for recompute_batch_norm_statistics) Mode::Train sets the
+//                 moving statistics to the plain average of the k batch statistics seen since:
+//                 moving = (k−1)/k·moving + 1/k·batch  instead of the momentum average
 //
 // Defaults as Keras 2.0.0–2.1.3: momentum 0.99, ε 1e-3, γ = 1, β = 0, moving mean 0, moving
 // variance 1; the moving variance is fed the biased batch variance (Keras 2.1.4+ and PyTorch
@@ -105,6 +108,15 @@ class BatchNorm : public UnaryLayer<T> {
     reset_state();
   }
 
+  // While on, each Mode::Train forward averages its batch statistics into the moving ones with
+  // equal weights (the first batch replaces them): after k batches they hold the mean of the k
+  // batch means and of the k batch variances. Switching (on or off) restarts the count.
+  void set_averaging(bool on) noexcept {
+    averaging_ = on;
+    averaged_ = 0;
+  }
+  bool averaging() const noexcept { return averaging_; }
+
   bool can_fuse_relu() const override { return true; }
   void set_fused_relu(bool on) override { fused_relu_ = on; }
   bool fused_relu() const override { return fused_relu_; }
@@ -118,10 +130,13 @@ class BatchNorm : public UnaryLayer<T> {
       kernels::batch_norm_forward_train(in.data(), d, gamma.data(), beta.data(), options_.epsilon,
                                         y.data(), mean_.data(), var_.data(), rstd_.data(),
                                         fused_relu_);
-      kernels::batch_norm_update_moving(mean_.data(), d.channels, options_.momentum,
-                                        moving_mean.data());
-      kernels::batch_norm_update_moving(var_.data(), d.channels, options_.momentum,
-                                        moving_variance.data());
+      double momentum = options_.momentum;
+      if (averaging_) {
+        momentum = static_cast<double>(averaged_) / static_cast<double>(averaged_ + 1);
+        ++averaged_;
+      }
+      kernels::batch_norm_update_moving(mean_.data(), d.channels, momentum, moving_mean.data());
+      kernels::batch_norm_update_moving(var_.data(), d.channels, momentum, moving_variance.data());
     } else {
       kernels::batch_norm_forward_infer(in.data(), d, gamma.data(), beta.data(), moving_mean.data(),
                                         moving_variance.data(), options_.epsilon, y.data(),
@@ -174,6 +189,8 @@ class BatchNorm : public UnaryLayer<T> {
   BatchNormOptions options_;
   Tensor<double> mean_, var_, rstd_;  // per channel, cached by forward for backward
   bool fused_relu_ = false;
+  bool averaging_ = false;
+  index_t averaged_ = 0;  // batches averaged since set_averaging
   Mode last_mode_ = Mode::Train;
   bool has_forward_ = false;
 };

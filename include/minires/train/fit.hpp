@@ -1,7 +1,10 @@
 // The training loop: fit() trains a Model with a SoftmaxCrossEntropy loss and an Optimizer on a
 // Dataset, epoch by epoch, with seeded shuffling, an optional learning-rate schedule, validation
 // after each epoch and callbacks (progress, checkpoints, early stopping). evaluate() and
-// predict() run the model in inference mode.
+// predict() run the model in inference mode; evaluate() can average the predictions of each
+// image and its mirror image (test-time augmentation). recompute_batch_norm_statistics()
+// re-estimates the BatchNorm moving statistics for the final weights (PreciseBN), also after
+// every epoch of fit() (FitOptions::precise_bn_batches).
 //
 // Determinism: epoch e shuffles with a generator seeded from (seed, e), and batches are
 // gathered in that order, so the same seed and thread count give bit-identical runs, also
@@ -21,6 +24,7 @@
 #include "minires/core/rng.hpp"
 #include "minires/core/tensor.hpp"
 #include "minires/graph/model.hpp"
+#include "minires/layers/batch_norm.hpp"
 #include "minires/layers/softmax_cross_entropy.hpp"
 #include "minires/optim/optimizer.hpp"
 #include "minires/optim/schedule.hpp"
@@ -36,6 +40,10 @@ struct FitOptions {
   bool augment = false;    // pass a generator to Dataset::get while training
   Schedule schedule = Schedule::constant();
   index_t initial_epoch = 0;  // resume: epochs before this one count as done
+  // After each epoch (before validation), recompute_batch_norm_statistics over this many
+  // training batches, drawn in an order seeded from (seed, epoch); 0: keep the momentum
+  // averages of training (Keras).
+  index_t precise_bn_batches = 0;
   // Polled between steps; when it becomes true, fit() stops without finishing the epoch.
   const std::atomic<bool>* interrupt = nullptr;
 };
@@ -82,6 +90,14 @@ class Callback {
   virtual void on_train_end(const History&) {}
 };
 
+struct EvalOptions {
+  index_t batch_size = 128;
+  // Test-time augmentation: classify each image by the mean of the class probabilities of the
+  // image and of its mirror image (flipped along the last axis, the width). Samples must be
+  // images (C, H, W).
+  bool flip = false;
+};
+
 struct EvalResult {
   double loss = 0, accuracy = 0;
   index_t classes = 0;
@@ -110,6 +126,17 @@ inline std::uint64_t epoch_seed(std::uint64_t seed, index_t epoch, std::uint64_t
          stream;
 }
 
+// order = 0, 1, …, order.size() − 1, then (when shuffled) a Fisher–Yates shuffle drawn from a
+// generator seeded with `seed`.
+inline void fill_order(std::vector<index_t>& order, bool shuffled, std::uint64_t seed) {
+  std::iota(order.begin(), order.end(), index_t(0));
+  if (!shuffled) return;
+  Rng rng(seed);
+  for (std::size_t i = order.size(); i-- > 1;) {
+    std::swap(order[i], order[static_cast<std::size_t>(rng.uniform_int(i + 1))]);
+  }
+}
+
 template <class T>
 void check_dataset(const Model<T>& model, const Dataset<T>& data, const char* what) {
   const Shape want = model.output_shape(model.input_node());
@@ -127,13 +154,21 @@ void check_dataset(const Model<T>& model, const Dataset<T>& data, const char* wh
 
 }  // namespace detail
 
-// Loss, accuracy and confusion matrix of `model` on `data`, in inference mode.
+// Loss, accuracy and confusion matrix of `model` on `data`, in inference mode. With
+// options.flip, the loss is the cross-entropy of the averaged probabilities.
 template <class T>
-EvalResult evaluate(Model<T>& model, const Dataset<T>& data, index_t batch_size = 128) {
+EvalResult evaluate(Model<T>& model, const Dataset<T>& data, const EvalOptions& options) {
   detail::check_dataset(model, data, "evaluate");
+  const Shape sample = data.sample_shape();
+  if (options.flip && sample.rank() != 3) {
+    throw ShapeError(
+        "evaluate: flip test-time augmentation expects image samples (C, H, W), "
+        "found samples of shape " +
+        sample.str());
+  }
   const index_t n = data.size(), k = data.num_classes();
-  const index_t bs = std::max<index_t>(1, std::min(batch_size, n));
-  Tensor<T> x(Model<T>::batch_shape(data.sample_shape(), bs));
+  const index_t bs = std::max<index_t>(1, std::min(options.batch_size, n));
+  Tensor<T> x(Model<T>::batch_shape(sample, bs)), probs, flipped_probs;
   std::vector<std::int32_t> labels(static_cast<std::size_t>(bs));
   std::vector<index_t> idx(static_cast<std::size_t>(bs));
   SoftmaxCrossEntropy<T> loss;
@@ -145,16 +180,33 @@ EvalResult evaluate(Model<T>& model, const Dataset<T>& data, index_t batch_size 
   index_t correct = 0;
   for (index_t start = 0; start < n; start += bs) {
     const index_t m = std::min(bs, n - start);
-    x.resize(Model<T>::batch_shape(data.sample_shape(), m));
+    x.resize(Model<T>::batch_shape(sample, m));
     std::iota(idx.begin(), idx.begin() + m, start);
     data.get(Span<const index_t>(idx.data(), static_cast<std::size_t>(m)), x, labels.data(),
              nullptr);
-    const Tensor<T>& logits = model.forward(x, Mode::Infer);
-    loss_sum += static_cast<double>(loss.forward(
-                    logits, Span<const std::int32_t>(labels.data(), static_cast<std::size_t>(m)))) *
-                static_cast<double>(m);
+    const Tensor<T>* scores = &model.forward(x, Mode::Infer);
+    if (!options.flip) {
+      loss_sum +=
+          static_cast<double>(loss.forward(
+              *scores, Span<const std::int32_t>(labels.data(), static_cast<std::size_t>(m)))) *
+          static_cast<double>(m);
+    } else {
+      softmax(*scores, probs);
+      const index_t w = sample[2];
+      for (index_t row = 0; row < x.size(); row += w)
+        std::reverse(x.data() + row, x.data() + row + w);
+      softmax(model.forward(x, Mode::Infer), flipped_probs);
+      for (index_t i = 0; i < m * k; ++i)
+        probs.data()[i] = (probs.data()[i] + flipped_probs.data()[i]) / T(2);
+      for (index_t i = 0; i < m; ++i) {
+        const double p =
+            static_cast<double>(probs.data()[i * k + labels[static_cast<std::size_t>(i)]]);
+        loss_sum -= std::log(std::max(p, std::numeric_limits<double>::min()));
+      }
+      scores = &probs;
+    }
     for (index_t i = 0; i < m; ++i) {
-      const index_t pred = detail::argmax_row(logits.data() + i * k, k);
+      const index_t pred = detail::argmax_row(scores->data() + i * k, k);
       const index_t truth = labels[static_cast<std::size_t>(i)];
       correct += pred == truth;
       ++r.confusion[static_cast<std::size_t>(truth * k + pred)];
@@ -163,6 +215,54 @@ EvalResult evaluate(Model<T>& model, const Dataset<T>& data, index_t batch_size 
   r.loss = n > 0 ? loss_sum / static_cast<double>(n) : 0.0;
   r.accuracy = n > 0 ? static_cast<double>(correct) / static_cast<double>(n) : 0.0;
   return r;
+}
+
+template <class T>
+EvalResult evaluate(Model<T>& model, const Dataset<T>& data, index_t batch_size = 128) {
+  EvalOptions options;
+  options.batch_size = batch_size;
+  return evaluate(model, data, options);
+}
+
+// PreciseBN (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021): sets every BatchNorm's
+// moving statistics to the average of its batch statistics over `batches` batches of
+// `batch_size` samples of `data` (fewer if data is smaller), drawn in an order seeded by `seed`
+// and not augmented, run forward in Mode::Train with the current weights. The momentum average
+// that training keeps mixes in statistics of older weights, which lag behind weights that move
+// fast (large learning rates, RMSprop); inference then normalises with stale statistics. Only the
+// moving statistics change. Returns the number of batches used.
+template <class T>
+index_t recompute_batch_norm_statistics(Model<T>& model, const Dataset<T>& data, index_t batches,
+                                        index_t batch_size, std::uint64_t seed) {
+  detail::check_dataset(model, data, "recompute_batch_norm_statistics");
+  if (batches < 1 || batch_size < 1) {
+    throw ValueError(
+        "recompute_batch_norm_statistics: expected batches >= 1 and batch_size >= 1, found " +
+        std::to_string(batches) + " and " + std::to_string(batch_size));
+  }
+  const index_t n = data.size();
+  const index_t bs = std::min(batch_size, n);
+  const index_t used = bs > 0 ? std::min(batches, n / bs) : 0;  // whole batches only
+  if (used == 0) return 0;
+  std::vector<BatchNorm<T>*> norms;
+  for (std::size_t i = 0; i < model.size(); ++i) {
+    if (auto* bn = dynamic_cast<BatchNorm<T>*>(model.layer(Node{static_cast<int>(i)}))) {
+      norms.push_back(bn);
+    }
+  }
+  if (norms.empty()) return 0;
+  std::vector<index_t> order(static_cast<std::size_t>(n));
+  detail::fill_order(order, true, seed);
+  Tensor<T> x(Model<T>::batch_shape(data.sample_shape(), bs));
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(bs));
+  for (auto* bn : norms) bn->set_averaging(true);
+  for (index_t b = 0; b < used; ++b) {
+    data.get(Span<const index_t>(order.data() + b * bs, static_cast<std::size_t>(bs)), x,
+             labels.data(), nullptr);
+    model.forward(x, Mode::Train);
+  }
+  for (auto* bn : norms) bn->set_averaging(false);
+  return used;
 }
 
 // Class probabilities (N, classes) for the samples x (N, sample shape...), in inference mode.
@@ -221,15 +321,7 @@ History fit(Model<T>& model, SoftmaxCrossEntropy<T>& loss, Optimizer<T>& optimiz
 
   for (index_t epoch = options.initial_epoch; epoch < options.epochs; ++epoch) {
     for (auto* c : callbacks) c->on_epoch_begin(epoch + 1);
-    std::iota(order.begin(), order.end(), index_t(0));
-    if (options.shuffle) {
-      Rng shuffle_rng(detail::epoch_seed(options.seed, epoch, 1));
-      for (index_t i = n - 1; i > 0; --i) {
-        std::swap(order[static_cast<std::size_t>(i)],
-                  order[static_cast<std::size_t>(
-                      shuffle_rng.uniform_int(static_cast<std::uint64_t>(i + 1)))]);
-      }
-    }
+    detail::fill_order(order, options.shuffle, detail::epoch_seed(options.seed, epoch, 1));
     Rng augment_rng(detail::epoch_seed(options.seed, epoch, 2));
     const auto t0 = clock::now();
     double loss_sum = 0;
@@ -276,6 +368,10 @@ History fit(Model<T>& model, SoftmaxCrossEntropy<T>& loss, Optimizer<T>& optimiz
                       static_cast<double>(correct) / static_cast<double>(seen),
                       std::chrono::duration<double>(clock::now() - t0).count()};
       for (auto* c : callbacks) c->on_batch_end(p);
+    }
+    if (options.precise_bn_batches > 0) {
+      recompute_batch_norm_statistics(model, train, options.precise_bn_batches, bs,
+                                      detail::epoch_seed(options.seed, epoch, 3));
     }
     stats.seconds = std::chrono::duration<double>(clock::now() - t0).count();
     stats.train_loss = loss_sum / static_cast<double>(seen);
