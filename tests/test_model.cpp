@@ -6,6 +6,7 @@
 #include <minires/models/fashion_mnist.hpp>
 #include <minires/testing/gradcheck.hpp>
 
+#include <algorithm>
 #include <vector>
 
 #include "test_util.hpp"
@@ -163,4 +164,32 @@ TEST_CASE("memory is planned once: later steps reuse every buffer") {
   CHECK(m.activation(m.output()).data() == out_data);
   CHECK(m.planned_batch() == 16);
   CHECK(m.activation(m.output()).shape() == Shape{16, 10});
+}
+
+TEST_CASE("zero_grad clears activation gradients beyond a smaller batch run in between") {
+  // zero_grad() runs before forward() sets the batch: a step on 16 images, then a forward on
+  // 5 (a validation pass), then a step on 16 must give the gradients of that step alone.
+  Rng rng(6);
+  const auto big = test::random_tensor<float>(rng, Shape{16, 1, 28, 28});
+  const auto small = test::random_tensor<float>(rng, Shape{5, 1, 28, 28});
+  auto step = [&](Model<float>& m) {
+    m.zero_grad();
+    m.forward(big, Mode::Train);
+    m.output_grad().fill(0.1f);
+    m.backward();
+  };
+  auto fresh = seed_resnet<float>();
+  fresh.init(3);
+  step(fresh);
+  auto m = seed_resnet<float>();
+  m.init(3);
+  step(m);
+  m.forward(small, Mode::Infer);
+  step(m);
+  auto pf = fresh.params(), pm = m.params();
+  REQUIRE(pf.size() == pm.size());
+  for (std::size_t i = 0; i < pf.size(); ++i) {
+    INFO(pf[i].name);
+    CHECK(std::equal(pf[i].grad->begin(), pf[i].grad->end(), pm[i].grad->begin()));
+  }
 }

@@ -217,9 +217,12 @@ class Model {
   }
 
   // Zeroes every activation gradient and every parameter gradient (once per step: layers and
-  // the loss accumulate into them).
+  // the loss accumulate into them). Activation gradients are zeroed over their whole capacity,
+  // not just the current batch: zero_grad() runs before forward() sets the step's batch size,
+  // and a smaller batch in between (a last partial batch, a validation pass) must not leave
+  // the next full batch with a previous step's gradients.
   void zero_grad() {
-    for (auto& n : nodes_) kernels::fill(n.dy.data(), n.dy.size(), T(0));
+    for (auto& n : nodes_) kernels::fill(n.dy.data(), n.dy.capacity(), T(0));
     for (auto& p : param_cache_) kernels::fill(p.grad->data(), p.grad->size(), T(0));
   }
 
