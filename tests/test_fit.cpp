@@ -341,3 +341,55 @@ TEST_CASE("evaluate with flip test-time augmentation averages image and mirror p
   o.flip = true;
   CHECK_THROWS_AS(evaluate(dense, flat, o), ShapeError);
 }
+
+TEST_CASE("evaluate with shifted views averages the probabilities of all ten views") {
+  auto data = test::line_patterns<double>(37, 21);
+  auto m = test::small_resnet<double>();
+  m.init(9);
+  EvalOptions o;
+  o.batch_size = 16;
+  o.flip = true;
+  o.shift = 2;
+  const EvalResult r = evaluate(m, data, o);
+  // Naive reference: each view built pixel by pixel, edges repeated; predictions averaged.
+  const Tensor<double>& x = data.samples();
+  auto view = [&](index_t dy, index_t dx, bool flip) {
+    Tensor<double> v(x.shape());
+    for (index_t i = 0; i < 37; ++i)
+      for (index_t row = 0; row < 8; ++row)
+        for (index_t col = 0; col < 8; ++col) {
+          const index_t c = flip ? 7 - col : col;
+          const index_t sr = std::min<index_t>(7, std::max<index_t>(0, row - dy));
+          const index_t sc = std::min<index_t>(7, std::max<index_t>(0, c - dx));
+          v(i, 0, row, col) = x(i, 0, sr, sc);
+        }
+    return predict(m, v);
+  };
+  Tensor<double> sum(Shape{37, 4});
+  for (bool flip : {false, true}) {
+    for (auto d : {std::pair<index_t, index_t>{0, 0}, {-2, 0}, {2, 0}, {0, -2}, {0, 2}}) {
+      const Tensor<double> p = view(d.first, d.second, flip);
+      for (index_t i = 0; i < sum.size(); ++i) sum.data()[i] += p.data()[i] / 10;
+    }
+  }
+  double loss = 0;
+  index_t correct = 0;
+  for (index_t i = 0; i < 37; ++i) {
+    index_t best = 0;
+    for (index_t k = 1; k < 4; ++k)
+      if (sum(i, k) > sum(i, best)) best = k;
+    const auto label = data.labels()[static_cast<std::size_t>(i)];
+    correct += best == label;
+    loss -= std::log(sum(i, label));
+  }
+  CHECK(r.accuracy == Approx(static_cast<double>(correct) / 37));
+  CHECK(r.loss == Approx(loss / 37).epsilon(1e-12));
+  // Shifts without flips: five views, and a different loss.
+  o.flip = false;
+  CHECK(evaluate(m, data, o).loss != Approx(r.loss).epsilon(1e-9));
+  // A shift must leave part of the image: [0, 8) here.
+  o.shift = 8;
+  CHECK_THROWS_AS(evaluate(m, data, o), ValueError);
+  o.shift = -1;
+  CHECK_THROWS_AS(evaluate(m, data, o), ValueError);
+}

@@ -11,6 +11,7 @@
 // when training is resumed at an epoch boundary (initial_epoch).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -96,6 +97,10 @@ struct EvalOptions {
   // image and of its mirror image (flipped along the last axis, the width). Samples must be
   // images (C, H, W).
   bool flip = false;
+  // Test-time augmentation: also classify the image shifted by `shift` pixels up, down, left
+  // and right (the edge pixels repeated into the vacated border), averaging the probabilities
+  // of all views: 5 views, or 10 with flip. 0: no shifted views.
+  index_t shift = 0;
 };
 
 struct EvalResult {
@@ -154,21 +159,70 @@ void check_dataset(const Model<T>& model, const Dataset<T>& data, const char* wh
 
 }  // namespace detail
 
-// Loss, accuracy and confusion matrix of `model` on `data`, in inference mode. With
-// options.flip, the loss is the cross-entropy of the averaged probabilities.
+namespace detail {
+
+// A test-time view of an image: shifted by (dy, dx) pixels, then mirrored when flip.
+struct View {
+  index_t dy = 0, dx = 0;
+  bool flip = false;
+};
+
+inline std::vector<View> eval_views(const EvalOptions& o) {
+  std::vector<View> views;
+  for (bool flip : {false, true}) {
+    if (flip && !o.flip) break;
+    views.push_back({0, 0, flip});
+    if (o.shift == 0) continue;
+    for (index_t s : {-o.shift, o.shift}) {
+      views.push_back({s, 0, flip});
+      views.push_back({0, s, flip});
+    }
+  }
+  return views;
+}
+
+// dst = view v of the m images (C, H, W) in src: dst(c, y, x) = src(c, clamp(y - dy),
+// clamp(x' - dx)) with x' = W - 1 - x when mirrored.
+template <class T>
+void make_view(const Tensor<T>& src, const Shape& sample, const View& v, Tensor<T>& dst) {
+  dst.resize(src.shape());
+  const index_t h = sample[1], w = sample[2], planes = src.size() / (h * w);
+  const auto clamp = [](index_t i, index_t n) { return std::min(std::max(i, index_t(0)), n - 1); };
+  for (index_t p = 0; p < planes; ++p) {
+    const T* s = src.data() + p * h * w;
+    T* d = dst.data() + p * h * w;
+    for (index_t y = 0; y < h; ++y) {
+      const T* row = s + clamp(y - v.dy, h) * w;
+      for (index_t x = 0; x < w; ++x) d[y * w + x] = row[clamp((v.flip ? w - 1 - x : x) - v.dx, w)];
+    }
+  }
+}
+
+}  // namespace detail
+
+// Loss, accuracy and confusion matrix of `model` on `data`, in inference mode. With test-time
+// augmentation (options.flip, options.shift), the prediction and the loss are those of the mean
+// of the views' class probabilities.
 template <class T>
 EvalResult evaluate(Model<T>& model, const Dataset<T>& data, const EvalOptions& options) {
   detail::check_dataset(model, data, "evaluate");
   const Shape sample = data.sample_shape();
-  if (options.flip && sample.rank() != 3) {
+  const bool tta = options.flip || options.shift != 0;
+  if (tta && sample.rank() != 3) {
     throw ShapeError(
-        "evaluate: flip test-time augmentation expects image samples (C, H, W), "
-        "found samples of shape " +
+        "evaluate: test-time augmentation expects image samples (C, H, W), found samples of "
+        "shape " +
         sample.str());
   }
+  if (options.shift < 0 || (tta && (options.shift >= sample[1] || options.shift >= sample[2]))) {
+    throw ValueError("evaluate: expected a test-time shift in [0, " +
+                     std::to_string(tta ? std::min(sample[1], sample[2]) : 1) + ") pixels, found " +
+                     std::to_string(options.shift));
+  }
+  const std::vector<detail::View> views = detail::eval_views(options);
   const index_t n = data.size(), k = data.num_classes();
   const index_t bs = std::max<index_t>(1, std::min(options.batch_size, n));
-  Tensor<T> x(Model<T>::batch_shape(sample, bs)), probs, flipped_probs;
+  Tensor<T> x(Model<T>::batch_shape(sample, bs)), view, probs, view_probs;
   std::vector<std::int32_t> labels(static_cast<std::size_t>(bs));
   std::vector<index_t> idx(static_cast<std::size_t>(bs));
   SoftmaxCrossEntropy<T> loss;
@@ -185,19 +239,20 @@ EvalResult evaluate(Model<T>& model, const Dataset<T>& data, const EvalOptions& 
     data.get(Span<const index_t>(idx.data(), static_cast<std::size_t>(m)), x, labels.data(),
              nullptr);
     const Tensor<T>* scores = &model.forward(x, Mode::Infer);
-    if (!options.flip) {
+    if (!tta) {
       loss_sum +=
           static_cast<double>(loss.forward(
               *scores, Span<const std::int32_t>(labels.data(), static_cast<std::size_t>(m)))) *
           static_cast<double>(m);
     } else {
-      softmax(*scores, probs);
-      const index_t w = sample[2];
-      for (index_t row = 0; row < x.size(); row += w)
-        std::reverse(x.data() + row, x.data() + row + w);
-      softmax(model.forward(x, Mode::Infer), flipped_probs);
-      for (index_t i = 0; i < m * k; ++i)
-        probs.data()[i] = (probs.data()[i] + flipped_probs.data()[i]) / T(2);
+      softmax(*scores, probs);  // views[0] is the image itself
+      for (std::size_t v = 1; v < views.size(); ++v) {
+        detail::make_view(x, sample, views[v], view);
+        softmax(model.forward(view, Mode::Infer), view_probs);
+        for (index_t i = 0; i < m * k; ++i) probs.data()[i] += view_probs.data()[i];
+      }
+      const T inv = T(1) / static_cast<T>(views.size());
+      for (index_t i = 0; i < m * k; ++i) probs.data()[i] *= inv;
       for (index_t i = 0; i < m; ++i) {
         const double p =
             static_cast<double>(probs.data()[i * k + labels[static_cast<std::size_t>(i)]]);
