@@ -423,11 +423,11 @@ int evaluate_command(const std::string& path, const Common& common, int tta, ind
   eo.flip = (tta < 0 ? cfg.tta : tta) == 1;
   eo.shift = tta_shift < 0 ? cfg.tta_shift : tta_shift;
   if (eo.flip || eo.shift > 0) {
-    std::printf("test-time augmentation: the image%s%s\n", eo.flip ? " and its mirror image" : "",
-                eo.shift > 0 ? (", shifted by " + std::to_string(eo.shift) +
-                                " pixel(s) up, down, left and right")
-                                   .c_str()
-                             : "");
+    std::string views = "the image";
+    if (eo.flip) views += " and its mirror image";
+    if (eo.shift > 0)
+      views += ", shifted by " + std::to_string(eo.shift) + " pixel(s) up, down, left and right";
+    std::printf("test-time augmentation: %s\n", views.c_str());
   }
   const EvalResult v = evaluate(model, split.validation, eo);
   std::printf("validation accuracy %.4f  loss %.4f\n", v.accuracy, v.loss);

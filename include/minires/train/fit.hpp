@@ -157,10 +157,6 @@ void check_dataset(const Model<T>& model, const Dataset<T>& data, const char* wh
   }
 }
 
-}  // namespace detail
-
-namespace detail {
-
 // A test-time view of an image: shifted by (dy, dx) pixels, then mirrored when flip.
 struct View {
   index_t dy = 0, dx = 0;
@@ -214,9 +210,10 @@ EvalResult evaluate(Model<T>& model, const Dataset<T>& data, const EvalOptions& 
         "shape " +
         sample.str());
   }
-  if (options.shift < 0 || (tta && (options.shift >= sample[1] || options.shift >= sample[2]))) {
+  if (options.shift != 0 &&
+      (options.shift < 0 || options.shift >= std::min(sample[1], sample[2]))) {
     throw ValueError("evaluate: expected a test-time shift in [0, " +
-                     std::to_string(tta ? std::min(sample[1], sample[2]) : 1) + ") pixels, found " +
+                     std::to_string(std::min(sample[1], sample[2])) + ") pixels, found " +
                      std::to_string(options.shift));
   }
   const std::vector<detail::View> views = detail::eval_views(options);
