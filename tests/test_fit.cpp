@@ -189,11 +189,16 @@ TEST_CASE("callbacks: early stopping, interrupt, progress lines, resume at an ep
   SECTION("two epochs equal one epoch, a save, a load and one more epoch") {
     // Batches of 40 over 96 samples end each epoch with a partial batch of 16, and validation
     // on 90 samples runs batches of 40, 40 and 10: the stale gradients of the last training
-    // step beyond the 10th sample must not leak into the next epoch's first step.
+    // step beyond the 10th sample must not leak into the next epoch's first step. With weight
+    // averaging, the checkpoint holds the averaged weights in the model and the raw ones in
+    // the optimizer, and the resumed run must train the raw ones.
+    const double averaging = GENERATE(0.0, 0.8);
+    INFO("weight averaging " << averaging);
     const auto val = test::line_patterns<float>(90, 13);
     auto a = test::small_resnet<float>();
     a.init(1);
     RMSprop<float> opt_a;
+    opt_a.set_weight_averaging(averaging);
     FitOptions o{2, 40};
     o.seed = 12;
     o.precise_bn_batches = 2;
@@ -202,6 +207,7 @@ TEST_CASE("callbacks: early stopping, interrupt, progress lines, resume at an ep
     auto b = test::small_resnet<float>();
     b.init(1);
     RMSprop<float> opt_b;
+    opt_b.set_weight_averaging(averaging);
     FitOptions first = o;
     first.epochs = 1;
     fit(b, loss, opt_b, train, &val, first);
@@ -209,6 +215,7 @@ TEST_CASE("callbacks: early stopping, interrupt, progress lines, resume at an ep
     auto c = test::small_resnet<float>();
     c.init(99);
     RMSprop<float> opt_c;
+    opt_c.set_weight_averaging(averaging);
     opt_c.attach(c.params());
     load(c, "test_fit_resume.mrm", &opt_c);
     FitOptions rest = o;
@@ -225,6 +232,49 @@ TEST_CASE("callbacks: early stopping, interrupt, progress lines, resume at an ep
       INFO(sa[i].name);
       CHECK(std::equal(sa[i].value->begin(), sa[i].value->end(), sc[i].value->begin()));
     }
+  }
+  SECTION("weight averaging validates the averaged weights; an interrupt leaves them in place") {
+    auto data = test::line_patterns<double>(96, 14);
+    SoftmaxCrossEntropy<double> dloss;
+    FitOptions o{1, 32};
+    o.seed = 3;
+    o.precise_bn_batches = 3;  // all the data: the statistics depend only on the weights
+    auto plain = test::small_resnet<double>();
+    plain.init(2);
+    SGD<double> plain_opt(SGDOptions{0.05, 0.9});
+    fit(plain, dloss, plain_opt, data, &data, o);
+
+    auto m = test::small_resnet<double>();
+    m.init(2);
+    SGD<double> opt(SGDOptions{0.05, 0.9});
+    opt.set_weight_averaging(0.9);
+    const History h = fit(m, dloss, opt, data, &data, o);
+    REQUIRE(h.epochs.size() == 1);
+    // Training is unchanged: the raw weights (now in the optimizer's state) are those of the
+    // run without averaging; the model holds something else, the averages.
+    const auto raw = plain.params(), avg = m.params();
+    const auto state = opt.state();
+    for (std::size_t i = 0; i < raw.size(); ++i) {
+      INFO(raw[i].name);
+      REQUIRE(state[2 * i + 1].name == raw[i].name + "/average");  // after the momentum slot
+      CHECK(
+          std::equal(raw[i].value->begin(), raw[i].value->end(), state[2 * i + 1].value->begin()));
+      CHECK(!std::equal(raw[i].value->begin(), raw[i].value->end(), avg[i].value->begin()));
+    }
+    // Re-evaluating the returned model (the averages) reproduces the epoch's validation.
+    CHECK(evaluate(m, data, 32).loss == Approx(h.epochs[0].val_loss).epsilon(1e-12));
+    // An interrupted epoch also returns with the averages in the model.
+    std::vector<double> before;
+    for (const auto& p : m.params()) before.insert(before.end(), p.value->begin(), p.value->end());
+    std::atomic<bool> flag{true};
+    FitOptions more = o;
+    more.epochs = 2;
+    more.initial_epoch = 1;
+    more.interrupt = &flag;
+    CHECK(fit(m, dloss, opt, data, &data, more).interrupted);
+    std::vector<double> after;
+    for (const auto& p : m.params()) after.insert(after.end(), p.value->begin(), p.value->end());
+    CHECK(after == before);
   }
 }
 

@@ -107,6 +107,44 @@ TEMPLATE_TEST_CASE("Adam and AdamW", "", float, double) {
   check_all(w.p, 0.9989000006324551, tol);  // p * (1 - lr*wd) first, then the Adam step
 }
 
+TEMPLATE_TEST_CASE("weight averaging: an exponential moving average with TensorFlow's warm-up", "",
+                   float, double) {
+  using T = TestType;
+  const double tol = std::is_same_v<T, float> ? 1e-6 : 1e-14;
+  Fixture<T> f(21, 1.0);
+  SGD<T> opt(SGDOptions{0.1});
+  opt.set_weight_averaging(0.5);  // before attach: the averages start at the weights
+  opt.attach(f.refs());
+  // Reference in double: p_t = p_{t-1} - 0.1 * g_t, a_t = d_t a_{t-1} + (1 - d_t) p_t with
+  // d_t = min(0.5, (1 + t) / (10 + t)), t = steps before this one.
+  double p = 1.0, a = 1.0;
+  const double grads[] = {0.5, -1.0, 2.0, 0.25};
+  for (int t = 0; t < 4; ++t) {
+    f.grad(grads[t]);
+    opt.step();
+    p -= 0.1 * grads[t];
+    const double d = std::min(0.5, (1.0 + t) / (10.0 + t));
+    a = d * a + (1 - d) * p;
+    check_all(f.p, p, tol);  // training itself is unchanged
+  }
+  const auto state = opt.state();
+  REQUIRE(state.size() == 3);  // velocity, average, iterations
+  CHECK(state[1].name == "w/average");
+  check_all(*state[1].value, a, tol);
+  opt.swap_averages();  // the model now holds the average, the optimizer the raw weights
+  check_all(f.p, a, tol);
+  check_all(*state[1].value, p, tol);
+  opt.swap_averages();
+  check_all(f.p, p, tol);
+
+  opt.set_weight_averaging(0.0);  // off: no averages, nothing to swap
+  CHECK(opt.state().size() == 2);
+  CHECK_THROWS_AS(opt.swap_averages(), ValueError);
+  CHECK_THROWS_WITH(opt.set_weight_averaging(1.0),
+                    Catch::Contains("[0, 1)") && Catch::Contains("1.0"));
+  CHECK_THROWS_AS(opt.set_weight_averaging(-0.1), ValueError);
+}
+
 TEST_CASE("optimizers check their arguments and state") {
   CHECK_THROWS_AS(RMSprop<float>(RMSpropOptions{-1.0}), ValueError);
   CHECK_THROWS_WITH(RMSprop<float>(RMSpropOptions{1e-3, 1.5}),

@@ -2,8 +2,18 @@
 // parameters and sizes the per-parameter state (zeroed) once; step() allocates nothing.
 // The learning rate is a plain value the training loop (or a schedule) may change between
 // steps. state() exposes the slots and the iteration count by name, for checkpoints.
+//
+// Weight averaging (set_weight_averaging(decay), off by default): after every step the
+// optimizer also updates an exponential moving average of each parameter,
+//   a_t = d_t * a_{t-1} + (1 - d_t) * p_t,   d_t = min(decay, (1 + t) / (10 + t)),
+// t the steps taken before this one (TensorFlow's ExponentialMovingAverage with num_updates,
+// so the average is not dominated by the initial weights early on), starting from a_0 = the
+// weights at attach(). swap_averages() exchanges every parameter with its average; fit() uses
+// it to validate and checkpoint the averaged weights while training the raw ones. The averages
+// are part of state() ("<param>/average"), so checkpoints resume them.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -41,6 +51,7 @@ class Optimizer {
     }
     iterations_.resize(Shape{1});
     iterations_.zero();
+    reset_averages();
   }
 
   bool attached() const noexcept { return !iterations_.empty(); }
@@ -48,9 +59,42 @@ class Optimizer {
   // Applies one update to every attached parameter.
   void step() {
     if (params_.empty()) throw ValueError(std::string(name()) + ": step() before attach()");
+    const double t = static_cast<double>(iterations_[0]);
     iterations_[0] += T(1);
     for (std::size_t i = 0; i < params_.size(); ++i) {
       update(*params_[i].value, *params_[i].grad, slots_[i]);
+    }
+    if (average_decay_ > 0.0) {
+      const T d = static_cast<T>(std::min(average_decay_, (1.0 + t) / (10.0 + t)));
+      for (std::size_t i = 0; i < params_.size(); ++i) {
+        const Tensor<T>& p = *params_[i].value;
+        Tensor<T>& a = averages_[i];
+        for (index_t k = 0; k < p.size(); ++k) a[k] = d * a[k] + (T(1) - d) * p[k];
+      }
+    }
+  }
+
+  // Turns weight averaging on (0 < decay < 1) or off (0); see the header comment. When the
+  // optimizer is attached, the averages restart from the current weights.
+  void set_weight_averaging(double decay) {
+    if (!(decay >= 0.0 && decay < 1.0)) {
+      throw ValueError(std::string(name()) +
+                       ": expected a weight-averaging decay in [0, 1), found " +
+                       std::to_string(decay));
+    }
+    average_decay_ = decay;
+    reset_averages();
+  }
+  double weight_averaging() const noexcept { return average_decay_; }
+
+  // Exchanges every attached parameter with its average (applied twice, it restores both).
+  void swap_averages() {
+    if (average_decay_ <= 0.0) {
+      throw ValueError(std::string(name()) + ": swap_averages() without weight averaging");
+    }
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      Tensor<T>& p = *params_[i].value;
+      std::swap_ranges(p.data(), p.data() + p.size(), averages_[i].data());
     }
   }
 
@@ -61,7 +105,8 @@ class Optimizer {
     return iterations_.empty() ? 0 : static_cast<long long>(iterations_[0]);
   }
 
-  // The optimizer's state as named tensors: "<param>/<slot>" and "iterations".
+  // The optimizer's state as named tensors: per parameter "<param>/<slot>" (then
+  // "<param>/average" with weight averaging), and "iterations".
   std::vector<ParamRef<T>> state() {
     std::vector<ParamRef<T>> out;
     for (std::size_t i = 0; i < params_.size(); ++i) {
@@ -69,6 +114,8 @@ class Optimizer {
         out.push_back({params_[i].name + "/" + slot_name(s),
                        &slots_[i][static_cast<std::size_t>(s)], nullptr});
       }
+      if (i < averages_.size())
+        out.push_back({params_[i].name + "/average", &averages_[i], nullptr});
     }
     out.push_back({"iterations", &iterations_, nullptr});
     return out;
@@ -104,9 +151,18 @@ class Optimizer {
 
  private:
   std::vector<ParamRef<T>> params_;
+  // The averages start as copies of the weights (none while averaging is off).
+  void reset_averages() {
+    averages_.clear();
+    if (average_decay_ <= 0.0) return;
+    for (const auto& p : params_) averages_.push_back(p.value->clone());
+  }
+
   std::vector<std::vector<Tensor<T>>> slots_;
+  std::vector<Tensor<T>> averages_;
   Tensor<T> iterations_;
   double lr_ = 0.0;
+  double average_decay_ = 0.0;
 };
 
 }  // namespace minires

@@ -4,7 +4,8 @@
 // predict() run the model in inference mode; evaluate() can average the predictions of each
 // image and its mirror image (test-time augmentation). recompute_batch_norm_statistics()
 // re-estimates the BatchNorm moving statistics for the final weights (PreciseBN), also after
-// every epoch of fit() (FitOptions::precise_bn_batches).
+// every epoch of fit() (FitOptions::precise_bn_batches), which is also how the statistics
+// follow the averaged weights when the optimizer averages them (weight averaging).
 //
 // Determinism: epoch e shuffles with a generator seeded from (seed, e), and batches are
 // gathered in that order, so the same seed and thread count give bit-identical runs, also
@@ -361,6 +362,10 @@ History fit(Model<T>& model, SoftmaxCrossEntropy<T>& loss, Optimizer<T>& optimiz
   model.plan(bs);
   loss.setup(Shape{bs, k});
   if (!optimizer.attached()) optimizer.attach(model.params());
+  // Weight averaging (Optimizer::set_weight_averaging): between epochs, and when fit() returns,
+  // the model holds the averaged weights (validated, checkpointed, returned) and the optimizer
+  // holds the raw weights in their place; each epoch swaps them to train the raw weights.
+  const bool averaging = optimizer.weight_averaging() > 0.0;
 
   Tensor<T> x(Model<T>::batch_shape(train.sample_shape(), bs));
   std::vector<std::int32_t> labels(static_cast<std::size_t>(bs));
@@ -373,6 +378,7 @@ History fit(Model<T>& model, SoftmaxCrossEntropy<T>& loss, Optimizer<T>& optimiz
 
   for (index_t epoch = options.initial_epoch; epoch < options.epochs; ++epoch) {
     for (auto* c : callbacks) c->on_epoch_begin(epoch + 1);
+    if (averaging) optimizer.swap_averages();  // train the raw weights
     detail::fill_order(order, options.shuffle, detail::epoch_seed(options.seed, epoch, 1));
     Rng augment_rng(detail::epoch_seed(options.seed, epoch, 2));
     const auto t0 = clock::now();
@@ -382,6 +388,7 @@ History fit(Model<T>& model, SoftmaxCrossEntropy<T>& loss, Optimizer<T>& optimiz
     stats.epoch = epoch + 1;
     for (index_t step = 0; step < steps; ++step) {
       if (options.interrupt != nullptr && options.interrupt->load()) {
+        if (averaging) optimizer.swap_averages();
         history.interrupted = true;
         for (auto* c : callbacks) c->on_train_end(history);
         return history;
@@ -421,6 +428,7 @@ History fit(Model<T>& model, SoftmaxCrossEntropy<T>& loss, Optimizer<T>& optimiz
                       std::chrono::duration<double>(clock::now() - t0).count()};
       for (auto* c : callbacks) c->on_batch_end(p);
     }
+    if (averaging) optimizer.swap_averages();  // validate and checkpoint the averaged weights
     if (options.precise_bn_batches > 0) {
       recompute_batch_norm_statistics(model, train, options.precise_bn_batches, bs,
                                       detail::epoch_seed(options.seed, epoch, 3));
