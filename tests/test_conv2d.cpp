@@ -57,6 +57,34 @@ const std::vector<ConvCase>& cases() {
        5,
        5,
        Conv2DOptions().strides(3).same()},
+      // Stride 1 or 2, 'same' output size, at least 32 column rows and at most 4/3 dropped
+      // columns: the shifted path (kernels/conv2d.hpp).
+      {"shifted: 3x3 same", {2, 4, 12, 12}, 3, 3, 3, Conv2DOptions().same()},
+      {"shifted: even 4x2 kernel, asymmetric padding, no bias",
+       {2, 4, 12, 10},
+       3,
+       4,
+       2,
+       Conv2DOptions().same().no_bias()},
+      {"shifted: 3x3 same on a wide 6x16 image", {3, 6, 6, 16}, 2, 3, 3, Conv2DOptions().same()},
+      {"shifted: stride 2, 3x3 same, even size",
+       {2, 4, 16, 16},
+       3,
+       3,
+       3,
+       Conv2DOptions().strides(2).same()},
+      {"shifted: stride 2, 3x3 same, odd sizes (padding on both sides)",
+       {2, 4, 15, 17},
+       3,
+       3,
+       3,
+       Conv2DOptions().strides(2).same()},
+      {"shifted: strides 2x1, 3x3 same",
+       {2, 4, 16, 12},
+       3,
+       3,
+       3,
+       Conv2DOptions().strides(2, 1).same()},
   };
   return c;
 }
@@ -72,9 +100,9 @@ const std::vector<ConvCase>& parallel_cases() {
        3,
        3,
        Conv2DOptions().strides(2).same().no_bias()},
-      // Groups of images share one GEMM (kernels::conv2d_plan): 7x7 runs groups of 4 and 4x4
-      // groups of 12, so batch 37 over the slots ends in partial groups; 20 and 17 filters
-      // leave partial blocks of rows.
+      // Groups of images share one GEMM (kernels::conv2d_plan): 7x7 runs shifted in groups of
+      // 12 and 4x4 by im2col in groups of 12, so batch 37 over the slots ends in partial groups;
+      // 20 and 17 filters leave partial blocks of rows.
       {"grouped: 3x3 same at 7x7, batch 37", {37, 12, 7, 7}, 20, 3, 3, Conv2DOptions().same()},
       {"grouped: 3x3 same at 4x4, batch 37", {37, 9, 4, 4}, 17, 3, 3, Conv2DOptions().same()},
       {"grouped: 1x1 stride 2 at 9x9, batch 37",
@@ -164,12 +192,18 @@ TEST_CASE("Conv2D gradients match finite differences") {
 
 TEST_CASE("Conv2D gradient check without the input gradient (dx null)") {
   Rng rng(43);
-  Conv2D<double> conv(3, 3, Conv2DOptions().strides(2).same());
   testing::LayerCheckOptions options;
   options.check_input = {false};
+  Conv2D<double> conv(3, 3, Conv2DOptions().strides(2).same());
   const auto r =
       minires::test::require_gradients(conv, {Shape{2, 2, 6, 5}}, rng, "dx null", options);
   CHECK(r.parts.size() == 2);  // kernel and bias only
+  Conv2D<double> shifted(3, 3, Conv2DOptions().same());
+  REQUIRE(kernels::conv2d_is_shifted(
+      kernels::ConvGeometry::keras(4, 12, 12, 3, 3, 1, 1, kernels::Padding::Same)));
+  const auto s = minires::test::require_gradients(shifted, {Shape{2, 4, 12, 12}}, rng,
+                                                  "dx null, shifted", options);
+  CHECK(s.parts.size() == 2);
 }
 
 TEMPLATE_TEST_CASE("Conv2D forward and backward match direct loops", "", float, double) {
@@ -179,6 +213,8 @@ TEMPLATE_TEST_CASE("Conv2D forward and backward match direct loops", "", float, 
     INFO(c.name);
     auto conv = make_conv<T>(c);
     compare_with_naive(conv, c.input, c.input[0], rng);
+    const bool named_shifted = std::string(c.name).rfind("shifted", 0) == 0;
+    CHECK(kernels::conv2d_is_shifted(conv.geometry()) == named_shifted);
   }
   for (const auto& c : parallel_cases()) {
     INFO(c.name);
@@ -212,7 +248,7 @@ TEMPLATE_TEST_CASE("Conv2D runs a smaller batch than planned with the same buffe
                    double) {
   using T = TestType;
   Rng rng(8);
-  for (const auto& c : {cases()[2], cases()[4]}) {  // im2col path and pointwise path
+  for (const auto& c : {cases()[2], cases()[4], cases()[10]}) {  // im2col, pointwise, shifted
     INFO(c.name);
     auto conv = make_conv<T>(c);
     compare_with_naive(conv, c.input.with_batch(7), 3, rng);
@@ -240,7 +276,7 @@ TEST_CASE("Conv2D allocates nothing in forward and backward after setup") {
 TEST_CASE("Conv2D results are bit-identical from run to run") {
   Rng rng(10);
   std::vector<ConvCase> all = parallel_cases();
-  all.insert(all.end(), {cases()[2], cases()[4], cases()[7]});
+  all.insert(all.end(), {cases()[2], cases()[4], cases()[7], cases()[10]});
   for (const auto& c : all) {
     INFO(c.name);
     auto conv = make_conv<float>(c);

@@ -16,6 +16,29 @@
 // A pointwise convolution (1x1, stride 1, no padding) has col == x[n]: it skips im2col/col2im and
 // is one Eigen GEMM per image directly on the NCHW data.
 //
+// A convolution with stride 1 or 2 whose output is the input size divided by the stride ('same'
+// padding, e.g. 3x3 pad 1) needs no columns at all ("shifted" convolutions). A group of G images
+// is copied into zero-padded planes, one per channel and stride phase (a, b) (the pixels
+// x[sh*r + a][sw*s + b]; one phase at stride 1), the images stacked vertically on the output
+// grid (OH x OW):
+//   Wp  = OW + reach_w   (a row's pixels, then zeros: right padding of this row, left of the next)
+//   gap = reach_h        (zero rows after every image)
+//   xp[c][phase][origin + (g * (OH + gap) + r) * Wp + s] = x[g][c][sh*r + a][sw*s + b]
+// where reach is how far a tap reaches outside the output pixel in the phase grid. Tap (i, j),
+// at di = i - pad_top, dj = j - pad_left, reads phase (di mod sh, dj mod sw) moved by
+// (dr, dc) = (floor(di / sh), floor(dj / sw)). Column n = (g * (OH + gap) + oh) * Wp + ow of the
+// product stands for output pixel (oh, ow) of image g (columns with ow >= OW or oh >= OH are
+// computed and dropped), and row (c, i, j) of the column matrix is a pointer into the planes,
+// not a copy (gemm_packed_taps):
+//   forward    y = w · shifted(xp)                  then copy the valid columns into y
+//   backward   dw += dyp · shifted(xp)ᵀ             (gemm_abt_taps; dyp: dy on the same grid,
+//                                                    0 on the dropped columns)
+//              dx[phase] += w_phaseᵀ · shifted⁻(dyp) for each phase: the taps of that phase,
+//                                                    reading dy moved by (-dr, -dc) (the adjoint)
+// The dropped columns cost (OH + gap) * Wp / (OH * OW) more multiply-adds (1.15 at 14x14 with a
+// 3x3 kernel, 1.31 at 7x7; at most 4/3 is allowed), far less than building and reading the
+// kh*kw times larger columns.
+//
 // The batched kernels split the batch into `slots` contiguous ranges (the caller fixes `slots`,
 // usually the thread count planned at setup) and run the slots in one OpenMP parallel region of
 // at most `slots` threads (one thread below ~1M multiply-adds); the GEMMs run single-threaded
@@ -43,15 +66,70 @@ inline bool conv2d_is_pointwise(const ConvGeometry& g) noexcept {
          g.pad_top == 0 && g.pad_bottom == 0 && g.pad_left == 0 && g.pad_right == 0;
 }
 
+// Largest kernel (kh * kw) of a shifted convolution; larger ones take im2col.
+inline constexpr index_t conv2d_max_shifted_taps = 64;
+
+// Smallest column count (C * kh * kw) of a shifted convolution: below it (a first layer on one
+// channel) copying the product into the output costs more than im2col saves.
+inline constexpr index_t conv2d_min_shifted_rows = 32;
+
+// Where each tap of a shifted convolution reads (see the header comment), and how far the taps
+// reach around an output pixel in the phase grid.
+struct ShiftedTaps {
+  index_t count = 0, phases = 1;
+  index_t phase[conv2d_max_shifted_taps] = {}, dr[conv2d_max_shifted_taps] = {},
+          dc[conv2d_max_shifted_taps] = {};
+  index_t reach_h = 0, reach_w = 0;
+
+  explicit ShiftedTaps(const ConvGeometry& g) noexcept {
+    const auto floor_div = [](index_t v, index_t d) { return (v - ((v % d) + d) % d) / d; };
+    count = std::min(g.kernel_h * g.kernel_w, conv2d_max_shifted_taps);
+    phases = g.stride_h * g.stride_w;
+    for (index_t t = 0; t < count; ++t) {
+      const index_t di = t / g.kernel_w - g.pad_top, dj = t % g.kernel_w - g.pad_left;
+      dr[t] = floor_div(di, g.stride_h);
+      dc[t] = floor_div(dj, g.stride_w);
+      phase[t] = (di - dr[t] * g.stride_h) * g.stride_w + (dj - dc[t] * g.stride_w);
+      reach_h = std::max({reach_h, dr[t], -dr[t]});
+      reach_w = std::max({reach_w, dc[t], -dc[t]});
+    }
+  }
+};
+
+// True when the convolution runs "shifted" (see the header comment): stride 1 or 2, output the
+// input size divided by the stride (rounded up), a kernel larger than 1x1 (a strided 1x1
+// convolution's im2col is a cheap subsampling copy), and at most 4/3 as many product columns
+// as output pixels (4x4 outputs of a 3x3 kernel would compute 25 columns per 16 pixels: im2col
+// is faster there).
+inline bool conv2d_is_shifted(const ConvGeometry& g) noexcept {
+  const auto ceil_div = [](index_t v, index_t d) { return (v + d - 1) / d; };
+  const index_t taps = g.kernel_h * g.kernel_w;
+  if (g.stride_h > 2 || g.stride_w > 2 || g.out_h != ceil_div(g.height, g.stride_h) ||
+      g.out_w != ceil_div(g.width, g.stride_w) || taps == 1 || taps > conv2d_max_shifted_taps ||
+      g.col_rows() < conv2d_min_shifted_rows) {
+    return false;
+  }
+  const ShiftedTaps t(g);
+  const index_t cols = (g.out_h + t.reach_h) * (g.out_w + t.reach_w);
+  return 3 * cols <= 4 * g.out_h * g.out_w;
+}
+
 // How conv2d_forward/backward use their workspace (sizes in elements).
 struct Conv2DPlan {
   index_t group = 1;      // images per GEMM
   index_t packed_w = 0;   // pack_a(w), F x K
-  index_t packed_wt = 0;  // pack_a(wᵀ), K x F
+  index_t packed_wt = 0;  // pack_a(wᵀ), K x F (shifted: each phase's w_phaseᵀ, C x F*taps)
   index_t col = 0;        // per slot: columns of a group, K x G*P (+ SIMD overrun)
+                          // (shifted: the padded planes of x, C x phases x plane)
   index_t dy = 0;         // per slot: the group's output gradient, F x G*P (+ overrun)
-  index_t dcol = 0;       // per slot: wᵀ · dy, K x G*P
+                          // (shifted: the padded planes of dy, F x plane)
+  index_t dcol = 0;       // per slot: wᵀ · dy, K x G*P (shifted: the product, max(F, C) x cols)
   index_t partial = 0;    // per slot after the first: dw (F x K) then db (F)
+  // Shifted convolutions (all 0 otherwise): the padded layout of the header comment.
+  index_t row = 0, gap = 0, origin = 0;  // Wp, gap, offset of the first pixel
+  index_t image_cols = 0;                // (OH + gap) * Wp: product columns per image
+  index_t plane = 0;                     // elements per plane (channel and phase) of a group
+  index_t phases = 1;                    // stride_h * stride_w
 
   index_t slot_size() const noexcept { return col + dy + dcol; }
   index_t size(int slots) const noexcept {
@@ -65,11 +143,31 @@ Conv2DPlan conv2d_plan(const ConvGeometry& g, index_t filters) {
   const index_t K = g.col_rows(), P = g.col_cols();
   p.partial = filters * (K + 1);
   if (conv2d_is_pointwise(g)) return p;
+  const index_t overrun = simd_width<T>();
+  if (conv2d_is_shifted(g)) {
+    // About 768 product columns per group (16 blocks of the micro-kernel), at most 16 images.
+    constexpr index_t target_cols = 768, max_group = 16;
+    const ShiftedTaps taps(g);
+    p.phases = taps.phases;
+    p.row = g.out_w + taps.reach_w;
+    p.gap = taps.reach_h;
+    p.origin = (p.gap + 1) * p.row;
+    p.image_cols = (g.out_h + p.gap) * p.row;
+    p.group = std::clamp<index_t>((target_cols + p.image_cols - 1) / p.image_cols, 1, max_group);
+    const index_t cols = p.group * p.image_cols;
+    // Reads reach origin + cols + gap * Wp + reach_w + a micro-kernel block (3 SIMD batches).
+    p.plane = p.origin + cols + (p.gap + 1) * p.row + 3 * overrun;
+    p.packed_w = packed_a_size(filters, K);
+    p.packed_wt = packed_a_size(g.channels, filters * g.kernel_h * g.kernel_w);
+    p.col = g.channels * p.phases * p.plane;
+    p.dy = filters * p.plane;
+    p.dcol = std::max(filters, g.channels) * cols;
+    return p;
+  }
   // At least 192 columns (8 SIMD batches of 16 floats), at most 16 images and ~1 MB of columns.
   constexpr index_t min_cols = 192, max_group = 16, max_col_bytes = 1 << 20;
   const index_t by_cache = std::max<index_t>(1, max_col_bytes / (index_t(sizeof(T)) * K * P));
   p.group = std::max<index_t>(1, std::min({(min_cols + P - 1) / P, max_group, by_cache}));
-  const index_t overrun = simd_width<T>();
   p.packed_w = packed_a_size(filters, K);
   p.packed_wt = packed_a_size(K, filters);
   p.col = K * p.group * P + overrun;
@@ -105,6 +203,94 @@ void conv2d_pointwise_backward_image(const T* x, const T* dy, const ConvGeometry
   if (dx != nullptr) gemm(Trans::Yes, Trans::No, K, P, filters, T(1), w, K, dy, P, T(1), dx, P);
 }
 
+// ---- Shifted convolutions: stride 1 or 2, 'same' size, on zero-padded planes -----------------
+
+namespace detail {
+
+// Copies images x[0..gn) (channels x H x W each, `image` elements apart) into the padded planes
+// of the plan, one per channel and stride phase (at xp + (c * sh*sw + phase) * plan.plane),
+// zeroing everything else.
+template <class T>
+void to_planes(const T* x, index_t gn, index_t image, index_t channels, index_t H, index_t W,
+               index_t sh, index_t sw, const Conv2DPlan& plan, T* xp) {
+  std::fill(xp, xp + channels * sh * sw * plan.plane, T(0));
+  for (index_t c = 0; c < channels; ++c) {
+    for (index_t a = 0; a < sh; ++a) {
+      for (index_t b = 0; b < sw; ++b) {
+        const index_t rows = (H - a + sh - 1) / sh, cols = (W - b + sw - 1) / sw;
+        for (index_t j = 0; j < gn; ++j) {
+          const T* src = x + j * image + c * H * W + a * W + b;
+          T* dst = xp + ((c * sh + a) * sw + b) * plan.plane + plan.origin + j * plan.image_cols;
+          for (index_t r = 0; r < rows; ++r) {
+            const T* in = src + r * sh * W;
+            T* out = dst + r * plan.row;
+            if (sw == 1) {
+              std::copy(in, in + cols, out);
+            } else {
+              for (index_t q = 0; q < cols; ++q) out[q] = in[q * sw];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// The valid columns of a product (rows x gn * image_cols, row stride ld: pixel (r, q) of image j
+// at column j * image_cols + r * Wp + q) into the pixels (sh*r + a, sw*q + b) of images y[0..gn)
+// (rows x H x W each, `image` elements apart): assigned, or added with Accumulate.
+template <bool Accumulate, class T>
+void from_columns(const T* prod, index_t ld, index_t rows, index_t gn, index_t image, index_t H,
+                  index_t W, index_t sh, index_t sw, index_t a, index_t b, const Conv2DPlan& plan,
+                  T* y) {
+  const index_t pr = (H - a + sh - 1) / sh, pc = (W - b + sw - 1) / sw;
+  for (index_t j = 0; j < gn; ++j) {
+    for (index_t r = 0; r < rows; ++r) {
+      const T* src = prod + r * ld + j * plan.image_cols;
+      T* dst = y + j * image + r * H * W + a * W + b;
+      for (index_t h = 0; h < pr; ++h) {
+        const T* s = src + h * plan.row;
+        T* d = dst + h * sh * W;
+        for (index_t q = 0; q < pc; ++q) {
+          if constexpr (Accumulate) {
+            d[q * sw] += s[q];
+          } else {
+            d[q * sw] = s[q];
+          }
+        }
+      }
+    }
+  }
+}
+
+// Offsets of a shifted convolution's taps in the planes. Forward and weight gradient: tap t at
+// phase * plane + origin + dr * Wp + dc. Input gradient: the taps grouped by phase,
+// order[begin[p] .. begin[p + 1]), each reading dy's plane at origin - dr * Wp - dc.
+struct ShiftedOffsets {
+  static constexpr index_t max_phases = 4;  // strides up to 2
+  index_t forward[conv2d_max_shifted_taps] = {}, order[conv2d_max_shifted_taps] = {},
+          adjoint[conv2d_max_shifted_taps] = {}, begin[max_phases + 1] = {};
+
+  ShiftedOffsets(const ConvGeometry& g, const Conv2DPlan& plan) noexcept {
+    if (!conv2d_is_shifted(g)) return;
+    const ShiftedTaps t(g);
+    index_t k = 0;
+    for (index_t p = 0; p < t.phases; ++p) {
+      begin[p] = k;
+      for (index_t q = 0; q < t.count; ++q) {
+        if (t.phase[q] != p) continue;
+        order[k] = q;
+        adjoint[k++] = plan.origin - t.dr[q] * plan.row - t.dc[q];
+      }
+    }
+    begin[t.phases] = k;
+    for (index_t q = 0; q < t.count; ++q)
+      forward[q] = t.phase[q] * plan.plane + plan.origin + t.dr[q] * plan.row + t.dc[q];
+  }
+};
+
+}  // namespace detail
+
 // ---- A batch, in parallel ----------------------------------------------------------------------
 
 namespace detail {
@@ -135,10 +321,11 @@ void conv2d_forward(const T* x, index_t n, const ConvGeometry& g, const T* w, co
   const index_t in_size = g.in_size(), P = g.col_cols(), K = g.col_rows();
   const index_t out_size = filters * P;
   const Conv2DPlan plan = conv2d_plan<T>(g, filters);
-  const bool pointwise = conv2d_is_pointwise(g);
+  const bool pointwise = conv2d_is_pointwise(g), shifted = conv2d_is_shifted(g);
   T* wp = work;
   if (!pointwise) pack_a(w, K, 1, filters, K, wp);
   T* slot_work = work + plan.packed_w + plan.packed_wt;
+  const detail::ShiftedOffsets offsets(g, plan);  // used when shifted
   const int team = detail::slot_team(slots, n, g, filters);
 #pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
   for (int s = 0; s < slots; ++s) {
@@ -149,7 +336,19 @@ void conv2d_forward(const T* x, index_t n, const ConvGeometry& g, const T* w, co
         conv2d_pointwise_forward_image(x + i * in_size, g, w, b, filters, y + i * out_size);
         continue;
       }
-      const index_t gn = std::min(plan.group, end - i), cols = gn * P;
+      const index_t gn = std::min(plan.group, end - i);
+      if (shifted) {
+        const index_t cols = gn * plan.image_cols;
+        T* prod = col + plan.col + plan.dy;
+        detail::to_planes(x + i * in_size, gn, in_size, g.channels, g.height, g.width, g.stride_h,
+                          g.stride_w, plan, col);
+        gemm_packed_taps(wp, filters, g.channels, g.kernel_h * g.kernel_w, offsets.forward, col,
+                         plan.phases * plan.plane, cols, prod, cols, b);
+        detail::from_columns<false>(prod, cols, filters, gn, out_size, g.out_h, g.out_w, 1, 1, 0, 0,
+                                    plan, y + i * out_size);
+        continue;
+      }
+      const index_t cols = gn * P;
       for (index_t j = 0; j < gn; ++j) im2col(x + (i + j) * in_size, g, col + j * P, cols);
       gemm_packed_a(wp, filters, K, col, cols, cols, y + i * out_size, P, b, P, out_size);
     }
@@ -164,10 +363,26 @@ void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, 
   const index_t in_size = g.in_size(), P = g.col_cols(), K = g.col_rows();
   const index_t out_size = filters * P;
   const Conv2DPlan plan = conv2d_plan<T>(g, filters);
-  const bool pointwise = conv2d_is_pointwise(g);
+  const bool pointwise = conv2d_is_pointwise(g), shifted = conv2d_is_shifted(g);
   const index_t w_size = filters * K, partial_size = plan.partial;
+  const index_t kt = g.kernel_h * g.kernel_w;
   T* wtp = work + plan.packed_w;
-  if (!pointwise && dx != nullptr) pack_a(w, 1, K, K, filters, wtp);  // wᵀ: (k, f) at w[f*K + k]
+  const detail::ShiftedOffsets offsets(g, plan);  // used when shifted
+  if (shifted && dx != nullptr) {
+    // Per phase p with taps order[begin[p] .. begin[p+1]) (n of them): w_pᵀ, C x F*n, element
+    // (c, f * n + u) = w[f][c][order[begin[p] + u]]; the phases' blocks one after another.
+    T* out = wtp;
+    for (index_t p = 0; p < plan.phases; ++p) {
+      const index_t* taps = offsets.order + offsets.begin[p];
+      const index_t nt = offsets.begin[p + 1] - offsets.begin[p];
+      pack_a_with(
+          g.channels, filters * nt,
+          [&](index_t c, index_t k) { return w[(k / nt) * K + c * kt + taps[k % nt]]; }, out);
+      out += packed_a_size(g.channels, filters * nt);
+    }
+  } else if (!pointwise && dx != nullptr) {
+    pack_a(w, 1, K, K, filters, wtp);  // wᵀ: (k, f) at w[f*K + k]
+  }
   T* slot_work = work + plan.packed_w + plan.packed_wt;
   T* partial = slot_work + slots * plan.slot_size();
   const int team = detail::slot_team(slots, n, g, filters);
@@ -201,6 +416,29 @@ void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, 
         if (pointwise) {
           conv2d_pointwise_backward_image(x + i * in_size, dy + i * out_size, g, w, filters,
                                           dx != nullptr ? dx + i * in_size : nullptr, dws);
+          continue;
+        }
+        if (shifted) {
+          const index_t pcols = gn * plan.image_cols;
+          detail::to_planes(x + i * in_size, gn, in_size, g.channels, g.height, g.width, g.stride_h,
+                            g.stride_w, plan, col);
+          detail::to_planes(dy + i * out_size, gn, out_size, filters, g.out_h, g.out_w, 1, 1, plan,
+                            dyg);
+          gemm_abt_taps(dyg + plan.origin, plan.plane, filters, pcols, col,
+                        plan.phases * plan.plane, g.channels, kt, offsets.forward, dws, K);
+          if (dx != nullptr) {
+            const T* wt = wtp;
+            for (index_t p = 0; p < plan.phases; ++p) {
+              const index_t nt = offsets.begin[p + 1] - offsets.begin[p];
+              if (nt == 0) continue;  // pixels no tap reads (e.g. odd ones of a 1x1 stride 2)
+              gemm_packed_taps(wt, g.channels, filters, nt, offsets.adjoint + offsets.begin[p], dyg,
+                               plan.plane, pcols, dcol, pcols);
+              detail::from_columns<true>(dcol, pcols, g.channels, gn, in_size, g.height, g.width,
+                                         g.stride_h, g.stride_w, p / g.stride_w, p % g.stride_w,
+                                         plan, dx + i * in_size);
+              wt += packed_a_size(g.channels, filters * nt);
+            }
+          }
           continue;
         }
         // The group's columns and output gradient, images side by side: (K | F) x (gn * P).

@@ -15,9 +15,18 @@
 // so one call fills the NCHW outputs of a group of images whose columns B holds side by side
 // (this keeps all SIMD lanes busy at 7x7 or 4x4, where one image has 49 or 16 columns).
 //
+// Implicit convolutions (gemm_packed_taps): row k = (c, t) of B is not stored as a matrix but
+// read at b + c * channel_stride + tap_offset[t], a shifted view of a zero-padded image (see
+// kernels/conv2d.hpp), so a stride-1 convolution needs no im2col copy.
+//
 // Contract: every row of B must be readable for round_up(N, simd width) elements (pad ldb);
 // the extra lanes feed only columns of C that are never stored. Each element of C is one
 // K-ordered sum, so the result does not depend on threads or blocking.
+//
+// gemm_abt_rows is the other product of a convolution's backward pass, the weight gradient:
+//   C (M x K) += A (M x N) · Bᵀ,  C[m][k] += sum_n A[m][n] * B_k[n],
+// one SIMD dot product per element over the long N (the output pixels of a group of images),
+// with B_k again any row pointer (a shifted view).
 #pragma once
 
 #include <xsimd/xsimd.hpp>
@@ -47,26 +56,35 @@ inline index_t packed_a_size(index_t M, index_t K) noexcept {
   return round_up(M, gemm_mr) * K;
 }
 
-// Packs A (M x K, element (i, k) at A[i * row_stride + k * col_stride]: a transposed matrix is
-// packed by swapping the strides) into blocks of gemm_mr rows, k-major inside a block:
-//   Ap[(blk * K + k) * gemm_mr + r] = A(blk * gemm_mr + r, k), and 0 for rows >= M.
-template <class T>
-void pack_a(const T* A, index_t row_stride, index_t col_stride, index_t M, index_t K, T* Ap) {
+// Packs the M x K matrix whose element (i, k) is at(i, k) into blocks of gemm_mr rows, k-major
+// inside a block:
+//   Ap[(blk * K + k) * gemm_mr + r] = at(blk * gemm_mr + r, k), and 0 for rows >= M.
+template <class T, class At>
+void pack_a_with(index_t M, index_t K, At at, T* Ap) {
   const index_t blocks = round_up(M, gemm_mr) / gemm_mr;
   for (index_t blk = 0; blk < blocks; ++blk) {
     T* out = Ap + blk * K * gemm_mr;
     for (index_t k = 0; k < K; ++k) {
       for (index_t r = 0; r < gemm_mr; ++r) {
         const index_t i = blk * gemm_mr + r;
-        out[k * gemm_mr + r] = i < M ? A[i * row_stride + k * col_stride] : T(0);
+        out[k * gemm_mr + r] = i < M ? at(i, k) : T(0);
       }
     }
   }
 }
 
+// Packs A (M x K, element (i, k) at A[i * row_stride + k * col_stride]: a transposed matrix is
+// packed by swapping the strides).
+template <class T>
+void pack_a(const T* A, index_t row_stride, index_t col_stride, index_t M, index_t K, T* Ap) {
+  pack_a_with(
+      M, K, [&](index_t i, index_t k) { return A[i * row_stride + k * col_stride]; }, Ap);
+}
+
 namespace detail {
 
-// Where the columns of C go: column n at c + (n / len) * stride + n % len (len >= all: plain).
+// Where the columns of C go: column n at c + (n / len) * stride + n % len. A plain matrix has
+// stride 0 and len >= all columns.
 struct Segments {
   index_t len, stride;
 };
@@ -76,10 +94,17 @@ template <class T>
 void store_columns(const xsimd::batch<T>& v, T* c, index_t ldc, index_t row, index_t n0,
                    index_t count, Segments seg) {
   constexpr index_t L = simd_width<T>();
-  const index_t s = n0 / seg.len, q = n0 % seg.len;
-  if (count == L && q + L <= seg.len) {
-    v.store_unaligned(c + s * seg.stride + row * ldc + q);
-    return;
+  if (seg.stride == 0) {  // one plain matrix: no division on the hot path
+    if (count == L) {
+      v.store_unaligned(c + row * ldc + n0);
+      return;
+    }
+  } else {
+    const index_t s = n0 / seg.len, q = n0 % seg.len;
+    if (count == L && q + L <= seg.len) {
+      v.store_unaligned(c + s * seg.stride + row * ldc + q);
+      return;
+    }
   }
   alignas(64) T tmp[L];
   v.store_aligned(tmp);
@@ -89,11 +114,41 @@ void store_columns(const xsimd::batch<T>& v, T* c, index_t ldc, index_t row, ind
   }
 }
 
+// The rows of B, visited in k order by for_each(n0, f): f(pointer to row k, column n0).
+// A stored matrix: row k at b + k * ldb.
+template <class T>
+struct MatrixRows {
+  const T* b;
+  index_t ldb, K;
+  template <class F>
+  void for_each(index_t n0, F&& f) const {
+    for (index_t k = 0; k < K; ++k) f(b + k * ldb + n0);
+  }
+};
+
+// Shifted views: row k = c * taps + t at b + c * channel_stride + tap_offset[t].
+template <class T>
+struct TapRows {
+  const T* b;
+  index_t channel_stride, channels, taps;
+  const index_t* tap_offset;
+  template <class F>
+  void for_each(index_t n0, F&& f) const {
+    for (index_t c = 0; c < channels; ++c) {
+      const T* bc = b + c * channel_stride + n0;
+      for (index_t t = 0; t < taps; ++t) f(bc + tap_offset[t]);
+    }
+  }
+  const T* row(index_t k) const noexcept {
+    return b + (k / taps) * channel_stride + tap_offset[k % taps];
+  }
+};
+
 // Rows [0, rows) x columns [n0, n0 + cols) of C = init + Ap-block · B, for one block of
 // gemm_mr rows and NV SIMD batches of columns (cols <= NV * width; the last may be partial).
-template <class T, int NV>
-void packed_micro(const T* ap, index_t K, const T* b, index_t ldb, T* c, index_t ldc, index_t rows,
-                  index_t n0, index_t cols, const T* row_init, Segments seg) {
+template <class T, int NV, class Rows>
+void packed_micro(const T* ap, const Rows& brows, T* c, index_t ldc, index_t rows, index_t n0,
+                  index_t cols, const T* row_init, Segments seg) {
   using B = xsimd::batch<T>;
   constexpr index_t L = simd_width<T>();
   constexpr index_t MR = gemm_mr;
@@ -102,19 +157,44 @@ void packed_micro(const T* ap, index_t K, const T* b, index_t ldb, T* c, index_t
     const B init(row_init != nullptr && r < rows ? row_init[r] : T(0));
     for (int v = 0; v < NV; ++v) acc[r][v] = init;
   }
-  for (index_t k = 0; k < K; ++k) {
+  const T* a = ap;
+  brows.for_each(n0, [&](const T* b) {
     B bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = B::load_unaligned(b + k * ldb + v * L);
-    const T* a = ap + k * MR;
+    for (int v = 0; v < NV; ++v) bv[v] = B::load_unaligned(b + v * L);
     for (index_t r = 0; r < MR; ++r) {
       const B ar(a[r]);
       for (int v = 0; v < NV; ++v) acc[r][v] = xsimd::fma(ar, bv[v], acc[r][v]);
     }
-  }
+    a += MR;
+  });
   for (index_t r = 0; r < rows; ++r) {
     for (int v = 0; v < NV; ++v) {
       const index_t lo = v * L;
       if (lo < cols) store_columns(acc[r][v], c, ldc, r, n0 + lo, std::min(L, cols - lo), seg);
+    }
+  }
+}
+
+// C (M x N) = init + A · B for A packed (M x K) and B given by its rows (MatrixRows, TapRows).
+template <class T, class Rows>
+void gemm_packed_rows(const T* Ap, index_t M, index_t K, const Rows& brows, index_t N, T* C,
+                      index_t ldc, const T* row_init, Segments seg) {
+  constexpr index_t L = simd_width<T>();
+  constexpr index_t NB = 3 * L;
+  for (index_t n0 = 0; n0 < N; n0 += NB) {
+    const index_t cols = std::min(NB, N - n0);
+    for (index_t m0 = 0; m0 < M; m0 += gemm_mr) {
+      const T* ap = Ap + m0 * K;
+      const index_t rows = std::min(gemm_mr, M - m0);
+      const T* init = row_init != nullptr ? row_init + m0 : nullptr;
+      T* c = C + m0 * ldc;
+      if (cols > 2 * L) {
+        packed_micro<T, 3>(ap, brows, c, ldc, rows, n0, cols, init, seg);
+      } else if (cols > L) {
+        packed_micro<T, 2>(ap, brows, c, ldc, rows, n0, cols, init, seg);
+      } else {
+        packed_micro<T, 1>(ap, brows, c, ldc, rows, n0, cols, init, seg);
+      }
     }
   }
 }
@@ -127,24 +207,59 @@ template <class T>
 void gemm_packed_a(const T* Ap, index_t M, index_t K, const T* B, index_t ldb, index_t N, T* C,
                    index_t ldc, const T* row_init = nullptr, index_t seg_len = 0,
                    index_t seg_stride = 0) {
+  const detail::Segments seg = seg_len > 0 && seg_len < N
+                                   ? detail::Segments{seg_len, seg_stride}
+                                   : detail::Segments{std::max<index_t>(N, 1), 0};
+  detail::gemm_packed_rows(Ap, M, K, detail::MatrixRows<T>{B, ldb, K}, N, C, ldc, row_init, seg);
+}
+
+// C (M x N, row stride ldc) = init + A · B with A packed by pack_a (M x channels * taps) and
+// row c * taps + t of B at b + c * channel_stride + tap_offset[t] (readable for round_up(N,
+// simd width) elements).
+template <class T>
+void gemm_packed_taps(const T* Ap, index_t M, index_t channels, index_t taps,
+                      const index_t* tap_offset, const T* b, index_t channel_stride, index_t N,
+                      T* C, index_t ldc, const T* row_init = nullptr) {
+  const detail::TapRows<T> rows{b, channel_stride, channels, taps, tap_offset};
+  detail::gemm_packed_rows(Ap, M, channels * taps, rows, N, C, ldc, row_init,
+                           detail::Segments{std::max<index_t>(N, 1), 0});
+}
+
+// C (M x K, row stride ldc) += A (M x N, row stride lda) · Bᵀ with row k of B (N elements) at
+// b + (k / taps) * channel_stride + tap_offset[k % taps] (taps = 1, tap_offset = {0}: a stored
+// matrix). A and the rows of B must be readable for round_up(N, simd width) elements, and A
+// must be 0 beyond N. Each C[m][k] adds one dot product in a fixed order.
+template <class T>
+void gemm_abt_taps(const T* A, index_t lda, index_t M, index_t N, const T* b,
+                   index_t channel_stride, index_t channels, index_t taps,
+                   const index_t* tap_offset, T* C, index_t ldc) {
+  using V = xsimd::batch<T>;
   constexpr index_t L = simd_width<T>();
-  constexpr index_t NB = 3 * L;
-  const detail::Segments seg{seg_len > 0 ? seg_len : std::max<index_t>(N, 1), seg_stride};
-  for (index_t n0 = 0; n0 < N; n0 += NB) {
-    const index_t cols = std::min(NB, N - n0);
-    const T* b = B + n0;
-    for (index_t m0 = 0; m0 < M; m0 += gemm_mr) {
-      const T* ap = Ap + m0 * K;
-      const index_t rows = std::min(gemm_mr, M - m0);
-      const T* init = row_init != nullptr ? row_init + m0 : nullptr;
-      T* c = C + m0 * ldc;
-      if (cols > 2 * L) {
-        detail::packed_micro<T, 3>(ap, K, b, ldb, c, ldc, rows, n0, cols, init, seg);
-      } else if (cols > L) {
-        detail::packed_micro<T, 2>(ap, K, b, ldb, c, ldc, rows, n0, cols, init, seg);
-      } else {
-        detail::packed_micro<T, 1>(ap, K, b, ldb, c, ldc, rows, n0, cols, init, seg);
+  // 4 x 6 accumulators, each summed across its lanes at the end (xsimd 8.1's haddp, which would
+  // reduce 16 at once, returns the float lanes of AVX-512 out of order).
+  constexpr index_t MB = 4, KB = 6;
+  const detail::TapRows<T> brows{b, channel_stride, channels, taps, tap_offset};
+  const index_t K = channels * taps, n_end = round_up(N, L);
+  for (index_t m0 = 0; m0 < M; m0 += MB) {
+    const index_t ms = std::min(MB, M - m0);
+    const T* a[MB];
+    for (index_t r = 0; r < MB; ++r) a[r] = A + (m0 + std::min(r, ms - 1)) * lda;
+    for (index_t k0 = 0; k0 < K; k0 += KB) {
+      const index_t ks = std::min(KB, K - k0);
+      const T* bk[KB];
+      for (index_t j = 0; j < KB; ++j) bk[j] = brows.row(k0 + std::min(j, ks - 1));
+      V acc[MB][KB];
+      for (index_t r = 0; r < MB; ++r)
+        for (index_t j = 0; j < KB; ++j) acc[r][j] = V(T(0));
+      for (index_t n = 0; n < n_end; n += L) {
+        V av[MB], bv[KB];
+        for (index_t r = 0; r < MB; ++r) av[r] = V::load_unaligned(a[r] + n);
+        for (index_t j = 0; j < KB; ++j) bv[j] = V::load_unaligned(bk[j] + n);
+        for (index_t r = 0; r < MB; ++r)
+          for (index_t j = 0; j < KB; ++j) acc[r][j] = xsimd::fma(av[r], bv[j], acc[r][j]);
       }
+      for (index_t r = 0; r < ms; ++r)
+        for (index_t j = 0; j < ks; ++j) C[(m0 + r) * ldc + k0 + j] += xsimd::hadd(acc[r][j]);
     }
   }
 }
