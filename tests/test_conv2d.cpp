@@ -85,6 +85,12 @@ const std::vector<ConvCase>& cases() {
        3,
        3,
        Conv2DOptions().strides(2, 1).same()},
+      {"shifted: 1x3 kernel at stride 2 (odd rows unread)",
+       {2, 16, 16, 14},
+       3,
+       1,
+       3,
+       Conv2DOptions().strides(2).same()},
   };
   return c;
 }

@@ -430,7 +430,7 @@ void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, 
             const T* wt = wtp;
             for (index_t p = 0; p < plan.phases; ++p) {
               const index_t nt = offsets.begin[p + 1] - offsets.begin[p];
-              if (nt == 0) continue;  // pixels no tap reads (e.g. odd ones of a 1x1 stride 2)
+              if (nt == 0) continue;  // no tap reads this phase (1x3 at stride 2: odd rows)
               gemm_packed_taps(wt, g.channels, filters, nt, offsets.adjoint + offsets.begin[p], dyg,
                                plan.plane, pcols, dcol, pcols);
               detail::from_columns<true>(dcol, pcols, g.channels, gn, in_size, g.height, g.width,
