@@ -16,14 +16,14 @@
 // (this keeps all SIMD lanes busy at 7x7 or 4x4, where one image has 49 or 16 columns).
 //
 // Implicit convolutions (gemm_packed_taps): row k = (c, t) of B is not stored as a matrix but
-// read at b + c * channel_stride + tap_offset[t], a shifted view of a zero-padded image (see
-// kernels/conv2d.hpp), so a stride-1 convolution needs no im2col copy.
+// read at b + c * channel_stride + tap_offset[t], a shifted view of a zero-padded image plane
+// (the "shifted convolutions" of kernels/conv2d.hpp), so no im2col copy is made.
 //
 // Contract: every row of B must be readable for round_up(N, simd width) elements (pad ldb);
 // the extra lanes feed only columns of C that are never stored. Each element of C is one
 // K-ordered sum, so the result does not depend on threads or blocking.
 //
-// gemm_abt_rows is the other product of a convolution's backward pass, the weight gradient:
+// gemm_abt_taps is the other product of a convolution's backward pass, the weight gradient:
 //   C (M x K) += A (M x N) · Bᵀ,  C[m][k] += sum_n A[m][n] * B_k[n],
 // one SIMD dot product per element over the long N (the output pixels of a group of images),
 // with B_k again any row pointer (a shifted view).

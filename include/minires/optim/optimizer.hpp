@@ -150,7 +150,6 @@ class Optimizer {
   }
 
  private:
-  std::vector<ParamRef<T>> params_;
   // The averages start as copies of the weights (none while averaging is off).
   void reset_averages() {
     averages_.clear();
@@ -158,6 +157,7 @@ class Optimizer {
     for (const auto& p : params_) averages_.push_back(p.value->clone());
   }
 
+  std::vector<ParamRef<T>> params_;
   std::vector<std::vector<Tensor<T>>> slots_;
   std::vector<Tensor<T>> averages_;
   Tensor<T> iterations_;

@@ -362,9 +362,9 @@ History fit(Model<T>& model, SoftmaxCrossEntropy<T>& loss, Optimizer<T>& optimiz
   model.plan(bs);
   loss.setup(Shape{bs, k});
   if (!optimizer.attached()) optimizer.attach(model.params());
-  // Weight averaging (Optimizer::set_weight_averaging): between epochs, and when fit() returns,
-  // the model holds the averaged weights (validated, checkpointed, returned) and the optimizer
-  // holds the raw weights in their place; each epoch swaps them to train the raw weights.
+  // Weight averaging (Optimizer::set_weight_averaging): between epochs, and when fit() returns
+  // or throws, the model holds the averaged weights (validated, checkpointed, returned) and the
+  // optimizer holds the raw weights in their place; each epoch swaps them to train the raw weights.
   const bool averaging = optimizer.weight_averaging() > 0.0;
 
   Tensor<T> x(Model<T>::batch_shape(train.sample_shape(), bs));
@@ -403,6 +403,7 @@ History fit(Model<T>& model, SoftmaxCrossEntropy<T>& loss, Optimizer<T>& optimiz
       const double l = static_cast<double>(loss.forward(
           logits, Span<const std::int32_t>(labels.data(), static_cast<std::size_t>(m))));
       if (!std::isfinite(l)) {
+        if (averaging) optimizer.swap_averages();  // as after an epoch: the averages in the model
         throw NumericalError("fit: the loss became " + std::to_string(l) + " at epoch " +
                              std::to_string(epoch + 1) + ", step " + std::to_string(step + 1) +
                              "; training stopped (checkpoints written so far are unchanged)");
