@@ -131,6 +131,8 @@ struct Conv2DPlan {
   index_t plane = 0;                     // elements per plane (channel and phase) of a group
   index_t phases = 1;                    // stride_h * stride_w
 
+  bool shifted() const noexcept { return image_cols > 0; }  // conv2d_is_shifted, as planned
+
   index_t slot_size() const noexcept { return col + dy + dcol; }
   index_t size(int slots) const noexcept {
     return packed_w + packed_wt + slots * slot_size() + (slots - 1) * partial;
@@ -272,7 +274,7 @@ struct ShiftedOffsets {
           adjoint[conv2d_max_shifted_taps] = {}, begin[max_phases + 1] = {};
 
   ShiftedOffsets(const ConvGeometry& g, const Conv2DPlan& plan) noexcept {
-    if (!conv2d_is_shifted(g)) return;
+    if (!plan.shifted()) return;
     const ShiftedTaps t(g);
     index_t k = 0;
     for (index_t p = 0; p < t.phases; ++p) {
@@ -321,7 +323,7 @@ void conv2d_forward(const T* x, index_t n, const ConvGeometry& g, const T* w, co
   const index_t in_size = g.in_size(), P = g.col_cols(), K = g.col_rows();
   const index_t out_size = filters * P;
   const Conv2DPlan plan = conv2d_plan<T>(g, filters);
-  const bool pointwise = conv2d_is_pointwise(g), shifted = conv2d_is_shifted(g);
+  const bool pointwise = conv2d_is_pointwise(g), shifted = plan.shifted();
   T* wp = work;
   if (!pointwise) pack_a(w, K, 1, filters, K, wp);
   T* slot_work = work + plan.packed_w + plan.packed_wt;
@@ -363,7 +365,7 @@ void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, 
   const index_t in_size = g.in_size(), P = g.col_cols(), K = g.col_rows();
   const index_t out_size = filters * P;
   const Conv2DPlan plan = conv2d_plan<T>(g, filters);
-  const bool pointwise = conv2d_is_pointwise(g), shifted = conv2d_is_shifted(g);
+  const bool pointwise = conv2d_is_pointwise(g), shifted = plan.shifted();
   const index_t w_size = filters * K, partial_size = plan.partial;
   const index_t kt = g.kernel_h * g.kernel_w;
   T* wtp = work + plan.packed_w;
