@@ -91,6 +91,15 @@ const std::vector<ConvCase>& cases() {
        1,
        3,
        Conv2DOptions().strides(2).same()},
+      // The weight gradient keeps up to 4 SIMD batches of filters in registers: 40 and 70
+      // filters give blocks of 3 and 4 batches (float) and several blocks (double, 70).
+      {"shifted: 40 filters", {2, 4, 12, 12}, 40, 3, 3, Conv2DOptions().same()},
+      {"shifted: 70 filters, stride 2",
+       {2, 4, 14, 14},
+       70,
+       3,
+       3,
+       Conv2DOptions().strides(2).same()},
   };
   return c;
 }

@@ -31,8 +31,8 @@
 // computed and dropped), and row (c, i, j) of the column matrix is a pointer into the planes,
 // not a copy (gemm_packed_taps):
 //   forward    y = w · shifted(xp)                  then copy the valid columns into y
-//   backward   dw += dyp · shifted(xp)ᵀ             (gemm_abt_taps; dyp: dy on the same grid,
-//                                                    0 on the dropped columns)
+//   backward   dw += dyp · shifted(xp)ᵀ             (gemm_atb_taps on dypᵀ; dyp: dy on the same
+//                                                    grid, 0 on the dropped columns)
 //              dx[phase] += w_phaseᵀ · shifted⁻(dyp) for each phase: the taps of that phase,
 //                                                    reading dy moved by (-dr, -dc) (the adjoint)
 // The dropped columns cost (OH + gap) * Wp / (OH * OW) more multiply-adds (1.15 at 14x14 with a
@@ -123,7 +123,9 @@ struct Conv2DPlan {
                           // (shifted: the padded planes of x, C x phases x plane)
   index_t dy = 0;         // per slot: the group's output gradient, F x G*P (+ overrun)
                           // (shifted: the padded planes of dy, F x plane)
-  index_t dcol = 0;       // per slot: wᵀ · dy, K x G*P (shifted: the product, max(F, C) x cols)
+  index_t dcol = 0;       // per slot: wᵀ · dy, K x G*P (shifted: the product, C x cols, and
+                          // before it dypᵀ, cols x round_up(F, SIMD width))
+  index_t acc = 0;        // per slot, shifted only: dwᵀ of the slot's images, K x round_up(F)
   index_t partial = 0;    // per slot after the first: dw (F x K) then db (F)
   // Shifted convolutions (all 0 otherwise): the padded layout of the header comment.
   index_t row = 0, gap = 0, origin = 0;  // Wp, gap, offset of the first pixel
@@ -133,7 +135,7 @@ struct Conv2DPlan {
 
   bool shifted() const noexcept { return image_cols > 0; }  // conv2d_is_shifted, as planned
 
-  index_t slot_size() const noexcept { return col + dy + dcol; }
+  index_t slot_size() const noexcept { return col + dy + dcol + acc; }
   index_t size(int slots) const noexcept {
     return packed_w + packed_wt + slots * slot_size() + (slots - 1) * partial;
   }
@@ -163,7 +165,8 @@ Conv2DPlan conv2d_plan(const ConvGeometry& g, index_t filters) {
     p.packed_wt = packed_a_size(g.channels, filters * g.kernel_h * g.kernel_w);
     p.col = g.channels * p.phases * p.plane;
     p.dy = filters * p.plane;
-    p.dcol = std::max(filters, g.channels) * cols;
+    p.dcol = std::max(round_up(filters, overrun), g.channels) * cols;
+    p.acc = K * round_up(filters, overrun);
     return p;
   }
   // At least 192 columns (8 SIMD batches of 16 floats), at most 16 images and ~1 MB of columns.
@@ -262,6 +265,21 @@ void from_columns(const T* prod, index_t ld, index_t rows, index_t gn, index_t i
         }
       }
     }
+  }
+}
+
+// dst[n * ld_dst + r] = src[r * ld_src + n] for r < rows, n < cols, and 0 for rows <= r < ld_dst:
+// the transpose of a rows x cols matrix, its rows padded with zeros to ld_dst.
+template <class T>
+void transpose_padded(const T* src, index_t ld_src, index_t rows, index_t cols, T* dst,
+                      index_t ld_dst) {
+  constexpr index_t block = 16;  // columns per pass: 16 rows of dst stay in L1
+  for (index_t n0 = 0; n0 < cols; n0 += block) {
+    const index_t n1 = std::min(cols, n0 + block);
+    for (index_t r = 0; r < rows; ++r)
+      for (index_t n = n0; n < n1; ++n) dst[n * ld_dst + r] = src[r * ld_src + n];
+    for (index_t n = n0; n < n1; ++n)
+      std::fill(dst + n * ld_dst + rows, dst + (n + 1) * ld_dst, T(0));
   }
 }
 
@@ -405,6 +423,9 @@ void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, 
       T* col = slot_work + s * plan.slot_size();
       T* dyg = col + plan.col;
       T* dcol = dyg + plan.dy;
+      T* dwt = dcol + plan.dcol;  // shifted: dwᵀ of this slot's images (K x fpad)
+      const index_t fpad = round_up(filters, simd_width<T>());
+      if (shifted) std::fill(dwt, dwt + plan.acc, T(0));
       const index_t end = detail::slot_begin(n, slots, s + 1);
       for (index_t i = detail::slot_begin(n, slots, s); i < end; i += plan.group) {
         const index_t gn = std::min(plan.group, end - i), cols = gn * P;
@@ -426,8 +447,9 @@ void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, 
                             g.stride_w, plan, col);
           detail::to_planes(dy + i * out_size, gn, out_size, filters, g.out_h, g.out_w, 1, 1, plan,
                             dyg);
-          gemm_abt_taps(dyg + plan.origin, plan.plane, filters, pcols, col,
-                        plan.phases * plan.plane, g.channels, kt, offsets.forward, dws, K);
+          detail::transpose_padded(dyg + plan.origin, plan.plane, filters, pcols, dcol, fpad);
+          gemm_atb_taps(dcol, fpad, pcols, col, plan.phases * plan.plane, g.channels, kt,
+                        offsets.forward, dwt);
           if (dx != nullptr) {
             const T* wt = wtp;
             for (index_t p = 0; p < plan.phases; ++p) {
@@ -456,6 +478,10 @@ void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, 
           gemm_packed_a(wtp, K, filters, dyg, cols, cols, dcol, cols);
           for (index_t j = 0; j < gn; ++j) col2im(dcol + j * P, g, dx + (i + j) * in_size, cols);
         }
+      }
+      if (shifted) {  // dw (F x K) += dwtᵀ
+        for (index_t f = 0; f < filters; ++f)
+          for (index_t k = 0; k < K; ++k) dws[f * K + k] += dwt[k * fpad + f];
       }
     }
     // dw/db (slot 0) += partial[1] + partial[2] + ..., in slot order.

@@ -23,10 +23,10 @@
 // the extra lanes feed only columns of C that are never stored. Each element of C is one
 // K-ordered sum, so the result does not depend on threads or blocking.
 //
-// gemm_abt_taps is the other product of a convolution's backward pass, the weight gradient:
+// gemm_atb_taps is the other product of a convolution's backward pass, the weight gradient:
 //   C (M x K) += A (M x N) · Bᵀ,  C[m][k] += sum_n A[m][n] * B_k[n],
-// one SIMD dot product per element over the long N (the output pixels of a group of images),
-// with B_k again any row pointer (a shifted view).
+// summed over the long N (the output pixels of a group of images) with the SIMD lanes along M,
+// from A transposed, and B_k again any row pointer (a shifted view).
 #pragma once
 
 #include <xsimd/xsimd.hpp>
@@ -225,41 +225,81 @@ void gemm_packed_taps(const T* Ap, index_t M, index_t channels, index_t taps,
                            detail::Segments{std::max<index_t>(N, 1), 0});
 }
 
-// C (M x K, row stride ldc) += A (M x N, row stride lda) · Bᵀ with row k of B (N elements) at
-// b + (k / taps) * channel_stride + tap_offset[k % taps] (taps = 1, tap_offset = {0}: a stored
-// matrix). A and the rows of B must be readable for round_up(N, simd width) elements, and A
-// must be 0 beyond N. Each C[m][k] adds one dot product in a fixed order.
-template <class T>
-void gemm_abt_taps(const T* A, index_t lda, index_t M, index_t N, const T* b,
-                   index_t channel_stride, index_t channels, index_t taps,
-                   const index_t* tap_offset, T* C, index_t ldc) {
+namespace detail {
+
+// Rows k0 .. k0 + ks of Ct (ks <= KB), MV SIMD batches of its columns from m0, plus the sums
+// over n in [n0, n1) of At[n][m] * B_k[n] (bk[j]: row k0 + j of B; rows j >= ks repeat a valid
+// row and are not stored). The KB x MV block stays in registers over the whole n range.
+template <class T, int MV, int KB>
+void atb_micro(const T* at, index_t ld, index_t n0, index_t n1, const T* const* bk, index_t ks,
+               T* ct) {
   using V = xsimd::batch<T>;
   constexpr index_t L = simd_width<T>();
-  // 4 x 6 accumulators, each summed across its lanes at the end (xsimd 8.1's haddp, which would
-  // reduce 16 at once, returns the float lanes of AVX-512 out of order).
-  constexpr index_t MB = 4, KB = 6;
+  V acc[KB][MV];
+  for (index_t j = 0; j < KB; ++j)
+    for (int v = 0; v < MV; ++v)
+      acc[j][v] = j < ks ? V::load_unaligned(ct + j * ld + v * L) : V(T(0));
+  for (index_t n = n0; n < n1; ++n) {
+    V a[MV];
+    for (int v = 0; v < MV; ++v) a[v] = V::load_unaligned(at + n * ld + v * L);
+    for (index_t j = 0; j < KB; ++j) {
+      const V bj(bk[j][n]);
+      for (int v = 0; v < MV; ++v) acc[j][v] = xsimd::fma(bj, a[v], acc[j][v]);
+    }
+  }
+  for (index_t j = 0; j < ks; ++j)
+    for (int v = 0; v < MV; ++v) acc[j][v].store_unaligned(ct + j * ld + v * L);
+}
+
+// Columns [m0, m0 + MV * width) of Ct over n in [n0, n1), every row k, KB rows at a time.
+template <class T, int MV, int KB>
+void atb_columns(const T* at, index_t ld, index_t n0, index_t n1, const TapRows<T>& brows,
+                 index_t K, T* ct) {
+  for (index_t k0 = 0; k0 < K; k0 += KB) {
+    const index_t ks = std::min<index_t>(KB, K - k0);
+    const T* bk[KB];
+    for (index_t j = 0; j < KB; ++j) bk[j] = brows.row(k0 + std::min(j, ks - 1));
+    atb_micro<T, MV, KB>(at, ld, n0, n1, bk, ks, ct + k0 * ld);
+  }
+}
+
+}  // namespace detail
+
+// The weight gradient of a shifted convolution, C (M x K) += A (M x N) · Bᵀ, computed as its
+// transpose with the SIMD lanes along M:
+//   Ct[k * ld + m] += sum_n At[n * ld + m] * B_k[n]      for m < ld, k < channels * taps
+// with row k of B at b + (k / taps) * channel_stride + tap_offset[k % taps] (N elements read),
+// At = Aᵀ (N x ld) and ld = round_up(M, simd width) (At is 0 in columns m >= M, and so are the
+// extra columns of Ct). A block of up to 4 SIMD batches of m times 6 to 16 rows k stays in
+// registers over 64 consecutive n (one broadcast of B_k[n] per row, MV loads of At per n): the
+// 64 rows of At and the B rows they meet stay in L1 while every k passes over them, instead of
+// streaming all of A and B from L2 once per block, and no horizontal sums are needed. Each
+// Ct[k][m] adds its terms in n order.
+template <class T>
+void gemm_atb_taps(const T* At, index_t ld, index_t N, const T* b, index_t channel_stride,
+                   index_t channels, index_t taps, const index_t* tap_offset, T* Ct) {
+  constexpr index_t L = simd_width<T>(), NC = 64;
   const detail::TapRows<T> brows{b, channel_stride, channels, taps, tap_offset};
-  const index_t K = channels * taps, n_end = round_up(N, L);
-  for (index_t m0 = 0; m0 < M; m0 += MB) {
-    const index_t ms = std::min(MB, M - m0);
-    const T* a[MB];
-    for (index_t r = 0; r < MB; ++r) a[r] = A + (m0 + std::min(r, ms - 1)) * lda;
-    for (index_t k0 = 0; k0 < K; k0 += KB) {
-      const index_t ks = std::min(KB, K - k0);
-      const T* bk[KB];
-      for (index_t j = 0; j < KB; ++j) bk[j] = brows.row(k0 + std::min(j, ks - 1));
-      V acc[MB][KB];
-      for (index_t r = 0; r < MB; ++r)
-        for (index_t j = 0; j < KB; ++j) acc[r][j] = V(T(0));
-      for (index_t n = 0; n < n_end; n += L) {
-        V av[MB], bv[KB];
-        for (index_t r = 0; r < MB; ++r) av[r] = V::load_unaligned(a[r] + n);
-        for (index_t j = 0; j < KB; ++j) bv[j] = V::load_unaligned(bk[j] + n);
-        for (index_t r = 0; r < MB; ++r)
-          for (index_t j = 0; j < KB; ++j) acc[r][j] = xsimd::fma(av[r], bv[j], acc[r][j]);
+  const index_t K = channels * taps, vecs = ld / L;
+  for (index_t n0 = 0; n0 < N; n0 += NC) {
+    const index_t n1 = std::min(N, n0 + NC);
+    for (index_t v0 = 0; v0 < vecs; v0 += 4) {
+      const T* at = At + v0 * L;
+      T* ct = Ct + v0 * L;
+      switch (std::min<index_t>(4, vecs - v0)) {
+        case 4:
+          detail::atb_columns<T, 4, 6>(at, ld, n0, n1, brows, K, ct);
+          break;
+        case 3:
+          detail::atb_columns<T, 3, 8>(at, ld, n0, n1, brows, K, ct);
+          break;
+        case 2:
+          detail::atb_columns<T, 2, 12>(at, ld, n0, n1, brows, K, ct);
+          break;
+        default:
+          detail::atb_columns<T, 1, 16>(at, ld, n0, n1, brows, K, ct);
+          break;
       }
-      for (index_t r = 0; r < ms; ++r)
-        for (index_t j = 0; j < ks; ++j) C[(m0 + r) * ldc + k0 + j] += xsimd::hadd(acc[r][j]);
     }
   }
 }
