@@ -44,7 +44,7 @@ struct Config {
   double weight_decay = -1;
   std::string schedule;
   index_t warmup_epochs = -1;
-  int augment = -1;      // -1: the model's default, 0 off, 1 on
+  int augment = -1;      // -1: the model's default, 0 off, 1 on (crops and flips), 2 flips only
   int standardize = -1;  // likewise
   std::uint64_t seed = 1;
   index_t limit = 0;        // train on the first N training images (0: all 55000)
@@ -72,12 +72,20 @@ struct Config {
     if (precise_bn < 0) precise_bn = 0;
     // Mirror images only help a model that saw them in training (shoes all point left: the
     // seed model trained without flips loses 2.4 points with them, docs/results.md).
-    if (tta < 0) tta = augment;
-    if (tta_shift < 0) tta_shift = augment;  // shifted views: likewise, for models trained on crops
+    if (tta < 0) tta = augment != 0 ? 1 : 0;
+    if (tta_shift < 0) tta_shift = augment == 1 ? 1 : 0;  // likewise, for models trained on crops
     // docs/results.md: +0.9 points for the ResNet in 17 epochs; the seed keeps Keras' loss.
     if (label_smoothing < 0) label_smoothing = seed_model ? 0.0 : 0.1;
     if (ema < 0) ema = 0;
   }
+
+  static int augment_mode(const std::string& name) {
+    if (name == "off") return 0;
+    if (name == "on") return 1;
+    if (name == "flip") return 2;
+    throw ValueError("augment: expected off, on or flip, found '" + name + "'");
+  }
+  std::string augment_name() const { return augment == 1 ? "on" : augment == 2 ? "flip" : "off"; }
 
   json to_json() const {
     return {{"model", model},
@@ -88,7 +96,7 @@ struct Config {
             {"weight_decay", weight_decay},
             {"schedule", schedule},
             {"warmup_epochs", warmup_epochs},
-            {"augment", augment == 1},
+            {"augment", augment_name()},
             {"standardize", standardize == 1},
             {"seed", seed},
             {"limit", limit},
@@ -109,7 +117,8 @@ struct Config {
     c.weight_decay = j.at("weight_decay").get<double>();
     c.schedule = j.at("schedule").get<std::string>();
     c.warmup_epochs = j.at("warmup_epochs").get<index_t>();
-    c.augment = j.at("augment").get<bool>() ? 1 : 0;
+    const json& a = j.at("augment");  // "off", "on", "flip"; a bool in older checkpoints
+    c.augment = a.is_boolean() ? (a.get<bool>() ? 1 : 0) : augment_mode(a.get<std::string>());
     c.standardize = j.at("standardize").get<bool>() ? 1 : 0;
     c.seed = j.at("seed").get<std::uint64_t>();
     c.limit = j.at("limit").get<index_t>();
@@ -275,6 +284,16 @@ void apply_threads(const Common& c) {
   if (c.threads > 0) set_num_threads(c.threads);
 }
 
+// Says which views of each image an evaluation averages (test-time augmentation), if more than one.
+void print_views(const EvalOptions& eo) {
+  if (!eo.flip && eo.shift == 0) return;
+  std::string views = "the image";
+  if (eo.flip) views += " and its mirror image";
+  if (eo.shift > 0)
+    views += ", shifted by " + std::to_string(eo.shift) + " pixel(s) up, down, left and right";
+  std::printf("test-time augmentation: %s\n", views.c_str());
+}
+
 FashionMnistSplit<float> load_data(const std::string& dir, const Config& c) {
   const FashionMnist data = load_fashion_mnist(dir);
   ImageDatasetOptions options;
@@ -282,6 +301,7 @@ FashionMnistSplit<float> load_data(const std::string& dir, const Config& c) {
     options.standardize(pixel_statistics(data.train->images, 0,
                                          data.train->images.count - fashion_mnist_validation_size));
   if (c.augment == 1) options.augmentation();
+  if (c.augment == 2) options.augmentation(0);  // flips only
   auto split = split_fashion_mnist<float>(data, options);
   if (c.limit > 0) split.train = split.train.first(c.limit);
   return split;
@@ -336,7 +356,7 @@ int train_command(Config cfg, const Common& common, const std::string& out, bool
   fo.epochs = cfg.epochs;
   fo.batch_size = cfg.batch_size;
   fo.seed = cfg.seed;
-  fo.augment = cfg.augment == 1;
+  fo.augment = cfg.augment != 0;
   fo.schedule = make_schedule(cfg, steps);
   fo.initial_epoch = initial_epoch;
   fo.precise_bn_batches = cfg.precise_bn;
@@ -387,6 +407,7 @@ int train_command(Config cfg, const Common& common, const std::string& out, bool
   eo.batch_size = cfg.batch_size;  // the planned buffers
   eo.flip = cfg.tta == 1;
   eo.shift = cfg.tta_shift;
+  print_views(eo);
   const EvalResult test = evaluate(model, split.test, eo);
   fmnist::print_evaluation(
       stdout, test,
@@ -430,13 +451,7 @@ int evaluate_command(const std::string& path, const Common& common, int tta, ind
   eo.batch_size = cfg.batch_size;
   eo.flip = (tta < 0 ? cfg.tta : tta) == 1;
   eo.shift = tta_shift < 0 ? cfg.tta_shift : tta_shift;
-  if (eo.flip || eo.shift > 0) {
-    std::string views = "the image";
-    if (eo.flip) views += " and its mirror image";
-    if (eo.shift > 0)
-      views += ", shifted by " + std::to_string(eo.shift) + " pixel(s) up, down, left and right";
-    std::printf("test-time augmentation: %s\n", views.c_str());
-  }
+  print_views(eo);
   const EvalResult v = evaluate(model, split.validation, eo);
   std::printf("validation accuracy %.4f  loss %.4f\n", v.accuracy, v.loss);
   const EvalResult r = evaluate(model, split.test, eo);
@@ -549,8 +564,9 @@ int main(int argc, char** argv) {
   train
       ->add_option(
           "--augment", augment,
-          "Random crops (pad 2) and horizontal flips: on or off (default: off seed, on resnet)")
-      ->check(CLI::IsMember({"on", "off"}));
+          "Random crops (pad 2) and horizontal flips: on, off, or flip (flips only) (default: "
+          "off seed, on resnet)")
+      ->check(CLI::IsMember({"on", "off", "flip"}));
   train
       ->add_option(
           "--standardize", standardize,
@@ -638,7 +654,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  if (!augment.empty()) cfg.augment = augment == "on";
+  if (!augment.empty()) cfg.augment = Config::augment_mode(augment);
   if (!standardize.empty()) cfg.standardize = standardize == "on";
   if (!keras_clip.empty()) cfg.keras_clip = keras_clip == "on";
   if (!tta.empty()) cfg.tta = tta == "on";
