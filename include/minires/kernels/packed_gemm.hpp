@@ -227,9 +227,10 @@ void gemm_packed_taps(const T* Ap, index_t M, index_t channels, index_t taps,
 
 namespace detail {
 
-// Rows k0 .. k0 + ks of Ct (ks <= KB), MV SIMD batches of its columns from m0, plus the sums
-// over n in [n0, n1) of At[n][m] * B_k[n] (bk[j]: row k0 + j of B; rows j >= ks repeat a valid
-// row and are not stored). The KB x MV block stays in registers over the whole n range.
+// ct[j * ld + m] += sum over n in [n0, n1) of at[n * ld + m] * bk[j][n], for rows j < ks (<= KB)
+// and the first MV SIMD batches of columns m (the caller offsets ct and at to its block; bk[j]
+// for j >= ks repeats a valid row and is not stored). The KB x MV block stays in registers
+// over the whole n range.
 template <class T, int MV, int KB>
 void atb_micro(const T* at, index_t ld, index_t n0, index_t n1, const T* const* bk, index_t ks,
                T* ct) {
