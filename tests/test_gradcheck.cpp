@@ -32,7 +32,11 @@ TEST_CASE("gradcheck accepts correct gradients") {
   INFO(r.report());
   CHECK(r.ok());
   CHECK(r.checked == n);
-  CHECK(r.max_rel_error < 1e-7);
+  // Central differences err by h^2 f'''/6 ~ 1e-12 (truncation) plus the rounding of f (a sum
+  // of 50 terms of size ~1, ~1e-15) over 2h, ~1e-9: far below 1e-8, where a one-sided
+  // difference would be off by h f''/2 ~ 1e-6. (A relative bound would depend on how small
+  // the smallest of the 50 gradients happens to be, and on how the compiler rounds the sum.)
+  CHECK(r.max_abs_error < 1e-8);
 
   // log-sum-exp: gradient is softmax
   auto lse = [&] {
@@ -78,4 +82,14 @@ TEST_CASE("gradcheck: zero gradients pass on the absolute tolerance; sampling") 
   CHECK(r.checked == 10);
   g[0] = 1e-3;
   CHECK_FALSE(check_gradient(f, x.data(), 1000, g.data(), opt).ok());
+}
+
+TEST_CASE("compensated_dot keeps the terms a plain sum rounds away") {
+  const std::vector<double> a = {1e16, 1.0, -1e16, 0.5};
+  const std::vector<double> b = {1.0, 1.0, 1.0, 3.0};
+  double plain = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) plain += a[i] * b[i];
+  CHECK(plain != 2.5);  // 1e16 + 1 rounds to 1e16
+  CHECK(testing::compensated_dot(a.data(), b.data(), 4) == 2.5);
+  CHECK(testing::compensated_dot(a.data(), b.data(), 0) == 0.0);
 }

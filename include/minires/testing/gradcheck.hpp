@@ -48,6 +48,23 @@ struct GradCheckResult {
   }
 };
 
+// sum a[i] * b[i] with compensated (Neumaier) summation, for losses that central differences
+// take apart. A plain running sum of n terms carries rounding noise of ~sqrt(n) ulps of the
+// sum that changes with every perturbation (each later partial sum rounds differently), and
+// over 2h = 2e-6 that noise reaches ~1e-8 for a few thousand terms: the checker's absolute
+// tolerance. Compensated, the terms a perturbation leaves alone cancel to within an ulp or two
+// of the sum, so the check sees the layer's own error.
+inline double compensated_dot(const double* a, const double* b, index_t n) noexcept {
+  double sum = 0.0, comp = 0.0;
+  for (index_t i = 0; i < n; ++i) {
+    const double v = a[i] * b[i];
+    const double t = sum + v;
+    comp += std::abs(sum) >= std::abs(v) ? (sum - t) + v : (v - t) + sum;
+    sum = t;
+  }
+  return sum + comp;
+}
+
 // Compares analytic[0..n) with central differences of f() around x[0..n).
 template <class F>
 GradCheckResult check_gradient(F&& f, double* x, index_t n, const double* analytic,

@@ -65,9 +65,7 @@ inline LayerCheckResult check_layer(Layer<double>& layer, const std::vector<Shap
 
   auto loss = [&] {
     layer.forward(Span<const Tensor<double>* const>(xptr), y, options.mode);
-    double s = 0;
-    for (index_t i = 0; i < y.size(); ++i) s += y[i] * r[i];
-    return s;
+    return compensated_dot(y.data(), r.data(), y.size());
   };
 
   // Analytic gradients into randomly pre-filled buffers.
