@@ -127,9 +127,7 @@ TEST_CASE("gradient check of a whole residual graph with a node that has two con
   auto proj = test::random_tensor<double>(rng, Shape{3, 4});
   auto loss = [&] {
     const auto& y = m.forward(in, Mode::Train);
-    double s = 0;
-    for (index_t i = 0; i < y.size(); ++i) s += y[i] * proj[i];
-    return s;
+    return testing::compensated_dot(y.data(), proj.data(), y.size());
   };
   loss();
   m.zero_grad();
