@@ -4,7 +4,12 @@
 
 #include <minires/minires.hpp>
 
+#include <sys/stat.h>
+#include <zlib.h>
+
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -125,6 +130,45 @@ TEST_CASE("saving is atomic and reports unwritable paths") {
   std::ifstream tmp(file.path + ".tmp-" + std::to_string(::getpid()));
   CHECK_FALSE(tmp.good());
   CHECK(read_bytes(file.path).substr(0, 7) == "MINIRES");
+}
+
+TEST_CASE("only regular files load, and declared sizes are checked before anything is allocated") {
+  auto a = test::small_resnet<float>();
+  a.init(1);
+  const auto original = flat(a);
+  using Catch::Contains;
+  // not regular files: a device that never ends, a directory, a FIFO (without waiting)
+  CHECK_THROWS_AS(load(a, "/dev/zero"), IoError);
+  CHECK_THROWS_WITH(load(a, "/dev/zero"), Contains("/dev/zero") &&
+                                              Contains("expected a regular file") &&
+                                              Contains("character device"));
+  const std::string dir = "test_checkpoint_dir.mrm";
+  std::filesystem::create_directory(dir);
+  CHECK_THROWS_WITH(read_metadata(dir), Contains(dir) && Contains("found a directory"));
+  std::filesystem::remove(dir);
+  const std::string fifo = "test_checkpoint_fifo.mrm";
+  std::filesystem::remove(fifo);
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK_THROWS_WITH(load(a, fifo), Contains(fifo) && Contains("FIFO"));
+  std::filesystem::remove(fifo);
+
+  // a header that declares a 4 GiB architecture string in a small file
+  TempFile file("test_checkpoint_declared.mrm");
+  save(a, file.path);
+  std::string bytes = read_bytes(file.path);
+  for (int i = 12; i < 16; ++i) bytes[static_cast<std::size_t>(i)] = '\xff';
+  const auto crc = static_cast<std::uint32_t>(
+      ::crc32(0L, reinterpret_cast<const unsigned char*>(bytes.data()), uInt(bytes.size() - 4)));
+  std::memcpy(&bytes[bytes.size() - 4], &crc, 4);
+  write_bytes(file.path, bytes);
+  CHECK_THROWS_AS(load(a, file.path), FormatError);
+  CHECK_THROWS_WITH(load(a, file.path), Contains("truncated") && Contains("architecture"));
+  // a wrong version is reported before the rest is read
+  bytes = read_bytes(file.path);
+  bytes[8] = 9;
+  write_bytes(file.path, bytes);
+  CHECK_THROWS_WITH(load(a, file.path), Contains("expected format version 1, found 9"));
+  CHECK(flat(a) == original);
 }
 
 TEST_CASE("optimizer state round-trips") {

@@ -1,12 +1,22 @@
-// Shape, Tensor<T>, Rng, errors, version, thread control.
+// Shape, Tensor<T>, Rng, errors, version, thread control, files.
 #include <catch2/catch.hpp>
 
+#include <minires/core/file.hpp>
 #include <minires/minires.hpp>
 
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cmath>
+#include <csignal>
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <vector>
+
+#include "file_util.hpp"
 
 using namespace minires;
 
@@ -185,6 +195,105 @@ TEST_CASE("thread count is a user setting") {
   set_num_threads(2);
   CHECK(num_threads() == 2);
   CHECK_THROWS_AS(set_num_threads(0), ValueError);
+  CHECK(num_threads() == 2);
   set_num_threads(before);
   CHECK(hardware_threads() >= 1);
+}
+
+TEST_CASE("thread counts beyond max_threads are refused with a clear message") {
+  const int before = num_threads();
+  for (int n : {max_threads + 1, 40000, 100000}) {
+    CHECK_THROWS_AS(set_num_threads(n), ValueError);
+    CHECK_THROWS_WITH(set_num_threads(n), Catch::Contains("expected 1 to 1024 threads") &&
+                                              Catch::Contains(std::to_string(n)));
+  }
+  CHECK(num_threads() == before);
+  check_num_threads();
+#ifdef _OPENMP
+  // what OMP_NUM_THREADS=100000 leaves in force; no parallel region runs until it is reset
+  omp_set_num_threads(100000);
+  CHECK_THROWS_AS(check_num_threads(), ValueError);
+  CHECK_THROWS_WITH(check_num_threads(),
+                    Catch::Contains("found 100000") && Catch::Contains("OMP_NUM_THREADS"));
+  omp_set_num_threads(before);
+#endif
+  CHECK(oversubscribed(hardware_threads() + 1));
+  CHECK_FALSE(oversubscribed(hardware_threads()));
+}
+
+// ---- Files --------------------------------------------------------------------------------
+
+TEST_CASE("write_file_atomically writes whole files and replaces them") {
+  test::TempDir dir("atomic");
+  const std::string path = dir / "out.json";
+  write_file_atomically(path, std::string("first"), "test");
+  CHECK(test::read_bytes(path) == "first");
+  write_file_atomically(path, std::string(100000, 'x'), "test");
+  CHECK(test::read_bytes(path) == std::string(100000, 'x'));
+  CHECK_FALSE(std::filesystem::exists(temporary_path(path)));
+  const std::string unwritable = dir / "no/such/dir/file";
+  CHECK_THROWS_AS(write_file_atomically(unwritable, std::string("x"), "test"), IoError);
+  CHECK_THROWS_WITH(write_file_atomically(unwritable, std::string("x"), "test"),
+                    Catch::Contains(unwritable) && Catch::Contains("cannot create"));
+}
+
+// A full disk, as a file-size limit: the write fails with the reason, the old file stays whole,
+// and no temporary is left.
+TEST_CASE("a failed write leaves the old file unchanged and no temporary behind") {
+  test::TempDir dir("atomic_full");
+  const std::string path = dir / "metrics.json";
+  write_file_atomically(path, std::string("the earlier run"), "test");
+  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  rlimit before{};
+  REQUIRE(::getrlimit(RLIMIT_FSIZE, &before) == 0);
+  rlimit small = before;
+  small.rlim_cur = 4096;
+  REQUIRE(::setrlimit(RLIMIT_FSIZE, &small) == 0);
+  std::string message;
+  try {
+    write_file_atomically(path, std::string(100000, 'y'), "test");
+  } catch (const IoError& e) {
+    message = e.what();
+  }
+  REQUIRE(::setrlimit(RLIMIT_FSIZE, &before) == 0);
+  std::signal(SIGXFSZ, old_handler);
+  CHECK_THAT(message, Catch::Contains(path) && Catch::Contains("File too large") &&
+                          Catch::Contains("unchanged"));
+  CHECK(test::read_bytes(path) == "the earlier run");
+  CHECK_FALSE(std::filesystem::exists(temporary_path(path)));
+}
+
+TEST_CASE("remove_stale_temporaries removes what killed processes left, nothing else") {
+  test::TempDir dir("stale");
+  // a process that has ended: a child that exits at once
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  REQUIRE(child > 0);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  const std::string dead = "last.mrm.tmp-" + std::to_string(child);
+  const std::string mine = "metrics.json.tmp-" + std::to_string(::getpid());
+  for (const auto& name : {dead, mine, std::string("notes.tmp-x1"), std::string("last.mrm")})
+    test::write_bytes(dir / name, "partial");
+  const std::vector<std::string> removed = remove_stale_temporaries(dir.path.string());
+  CHECK(removed == std::vector<std::string>{dead});
+  CHECK_FALSE(std::filesystem::exists(dir / dead));
+  CHECK(std::filesystem::exists(dir / mine));
+  CHECK(std::filesystem::exists(dir / "notes.tmp-x1"));
+  CHECK(std::filesystem::exists(dir / "last.mrm"));
+}
+
+TEST_CASE("InputFile reads regular files only, without blocking on a FIFO") {
+  test::TempDir dir("input_file");
+  test::write_bytes(dir / "f", "abc");
+  InputFile f(dir / "f", "test");
+  CHECK(f.size() == 3);
+  char buf[8];
+  CHECK(f.read(buf, sizeof buf) == 3);
+  const std::string fifo = dir / "fifo";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK_THROWS_AS(InputFile(fifo, "test"), IoError);
+  CHECK_THROWS_WITH(InputFile(dir.path.string(), "test"),
+                    Catch::Contains("test '") && Catch::Contains("a directory"));
+  CHECK_THROWS_WITH(InputFile(dir / "missing", "test"), Catch::Contains("cannot open"));
 }

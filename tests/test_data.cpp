@@ -7,6 +7,7 @@
 #include <minires/data/fashion_mnist.hpp>
 #include <minires/minires.hpp>
 
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -238,6 +239,31 @@ TEST_CASE("bad gzip files throw FormatError naming the file") {
                                                  Contains("promises 15680 bytes") &&
                                                  Contains("gzip stream ends early"));
   }
+  SECTION("all the data but without the trailer (CRC-32 and length)") {
+    for (std::size_t cut : {1, 4, 8}) {
+      write_bytes(path, gz.substr(0, gz.size() - cut));
+      CHECK_THROWS_AS(read_idx_images(path), FormatError);
+      CHECK_THROWS_WITH(read_idx_images(path),
+                        Contains(path) && Contains("gzip stream ends early") && Contains("CRC-32"));
+    }
+  }
+  SECTION("a wrong length in the trailer") {
+    std::string bad = gz;
+    bad[bad.size() - 4] = static_cast<char>(bad[bad.size() - 4] ^ 1);
+    write_bytes(path, bad);
+    CHECK_THROWS_WITH(read_idx_images(path), Contains(path) && Contains("incorrect length check"));
+  }
+  SECTION("bytes after the gzip stream") {
+    write_bytes(path, gz + "x");
+    CHECK_THROWS_AS(read_idx_images(path), FormatError);
+    CHECK_THROWS_WITH(read_idx_images(path), Contains(path) &&
+                                                 Contains("after the end of the gzip stream") &&
+                                                 Contains("found 1 more bytes"));
+    write_bytes(path, gz + std::string(10000, '\0'));
+    CHECK_THROWS_WITH(read_idx_images(path), Contains("found 10000 more bytes"));
+    write_bytes(path, gz + gz);  // a second gzip member is trailing data too
+    CHECK_THROWS_WITH(read_idx_images(path), Contains("after the end of the gzip stream"));
+  }
   SECTION("a valid gzip stream holding a truncated or overlong IDX file") {
     const std::string header = idx_bytes(0x08, {20, 28, 28}, "");
     write_gz(path, header + std::string(100, 'x'));
@@ -249,6 +275,53 @@ TEST_CASE("bad gzip files throw FormatError naming the file") {
   }
 }
 
+// Every single-bit flip anywhere in a gzip file either throws FormatError or leaves the data
+// as it was (the flip hit a field that carries no data: the header's time stamp, flags for the
+// compressor and OS, or the padding bits of the last deflate byte). Changed pixels never load.
+TEST_CASE("no single-bit flip in a gzip IDX file loads changed data") {
+  TempDir dir("gzip_flips");
+  const std::string good = dir / "good.gz", path = dir / "flipped.gz";
+  const IdxImages images = make_images(6, 28, 28, 11, true);
+  write_idx_images(good, images, true);
+  const std::string gz = read_bytes(good);
+  index_t rejected = 0, unchanged = 0;
+  for (std::size_t i = 0; i < gz.size(); ++i) {
+    for (int bit = 0; bit < 8; bit += 3) {
+      std::string bad = gz;
+      bad[i] = static_cast<char>(bad[i] ^ (1 << bit));
+      write_bytes(path, bad);
+      try {
+        const IdxImages back = read_idx_images(path);
+        INFO("byte " << i << " bit " << bit);
+        CHECK(back.pixels == images.pixels);
+        CHECK(back.count == images.count);
+        ++unchanged;
+      } catch (const FormatError&) {
+        ++rejected;
+      }
+    }
+  }
+  INFO(rejected << " rejected, " << unchanged << " unchanged");
+  CHECK(rejected > 9 * unchanged);
+}
+
+TEST_CASE("IDX data can be read from memory, gzip or plain, with the same checks") {
+  TempDir dir("idx_memory");
+  const IdxImages images = make_images(3, 5, 4, 2);
+  for (bool gzip : {false, true}) {
+    write_idx_images(dir / "m", images, gzip);
+    const std::string bytes = read_bytes(dir / "m");
+    static const char* const names[] = {"image count", "rows", "columns"};
+    detail::IdxInput in(bytes.data(), bytes.size(), "memory", "test");
+    CHECK(in.gzip() == gzip);
+    const detail::IdxArray a = detail::read_idx(in, 3, names);
+    CHECK(a.dims == std::vector<index_t>{3, 5, 4});
+    CHECK(a.data == images.pixels);
+    detail::IdxInput cut(bytes.data(), bytes.size() - 1, "memory", "test");
+    CHECK_THROWS_AS(detail::read_idx(cut, 3, names), FormatError);
+  }
+}
+
 TEST_CASE("missing or unreadable IDX files throw IoError naming the path") {
   TempDir dir("missing");
   const std::string missing = dir / "no-such-file.gz";
@@ -256,10 +329,15 @@ TEST_CASE("missing or unreadable IDX files throw IoError naming the path") {
   CHECK_THROWS_WITH(read_idx_images(missing),
                     Catch::Contains(missing) && Catch::Contains("cannot open"));
   CHECK_THROWS_AS(read_idx_labels(missing), IoError);
-  // a directory opens but cannot be read
+  // only regular files are read: a directory, a FIFO (without waiting for a writer), a device
   CHECK_THROWS_AS(read_idx_images(dir.path.string()), IoError);
   CHECK_THROWS_WITH(read_idx_images(dir.path.string()),
-                    Catch::Contains(dir.path.string()) && Catch::Contains("cannot read"));
+                    Catch::Contains(dir.path.string()) &&
+                        Catch::Contains("expected a regular file, found a directory"));
+  const std::string fifo = dir / "fifo";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK_THROWS_WITH(read_idx_labels(fifo), Catch::Contains(fifo) && Catch::Contains("a FIFO"));
+  CHECK_THROWS_WITH(read_idx_images("/dev/zero"), Catch::Contains("a character device"));
 }
 
 TEST_CASE("read_idx_labelled checks the label count and range") {
@@ -347,6 +425,18 @@ TEST_CASE("load_fashion_mnist says how to get the data when it is missing") {
   CHECK_THROWS_WITH(load_fashion_mnist(dir.path.string()),
                     Contains("has no t10k-labels-idx1-ubyte or t10k-labels-idx1-ubyte.gz") &&
                         Contains("apt-get install dataset-fashion-mnist") && Contains("--data"));
+}
+
+TEST_CASE("load_fashion_mnist takes a directory and 28x28 images only") {
+  TempDir dir("fmnist_shape");
+  write_fashion_mnist(dir, true);
+  CHECK_THROWS_WITH(load_fashion_mnist(dir / "train-images-idx3-ubyte.gz"),
+                    Catch::Contains("is not a directory") && !Catch::Contains("does not exist"));
+  write_idx_images(dir / "t10k-images-idx3-ubyte.gz", make_images(10, 32, 32, 3), true);
+  CHECK_THROWS_AS(load_fashion_mnist(dir.path.string()), FormatError);
+  CHECK_THROWS_WITH(load_fashion_mnist(dir.path.string()),
+                    Catch::Contains(dir / "t10k-images-idx3-ubyte.gz") &&
+                        Catch::Contains("expected 28x28 images, found 32x32"));
 }
 
 TEST_CASE("load_fashion_mnist rejects bad labels naming the file, position and value") {

@@ -443,3 +443,28 @@ TEST_CASE("evaluate with shifted views averages the probabilities of all ten vie
   o.shift = -1;
   CHECK_THROWS_AS(evaluate(m, data, o), ValueError);
 }
+
+TEST_CASE("a resumed ModelCheckpoint keeps the stored best epoch until a better one") {
+  auto m = test::small_resnet<float>();
+  m.init(1);
+  SGD<float> opt;
+  opt.attach(m.params());
+  const std::string last = "test_fit_resumed_last.mrm", best = "test_fit_resumed_best.mrm";
+  ModelCheckpoint<float> ckpt(last, best);
+  ckpt.set_best(0.9, 3);  // the stored run's best: 0.9 at epoch 3
+  EpochStats worse;
+  worse.epoch = 5;
+  worse.val_accuracy = 0.5;
+  ckpt.on_epoch_end(worse, m, opt);
+  CHECK(ckpt.best_epoch() == 3);
+  CHECK(read_metadata(last).at("best_epoch") == "3");
+  CHECK_FALSE(std::ifstream(best).good());  // not an improvement: best.mrm is not written
+  EpochStats better = worse;
+  better.epoch = 6;
+  better.val_accuracy = 0.95;
+  ckpt.on_epoch_end(better, m, opt);
+  CHECK(ckpt.best_epoch() == 6);
+  CHECK(read_metadata(best).at("best_epoch") == "6");
+  std::remove(last.c_str());
+  std::remove(best.c_str());
+}

@@ -5,6 +5,7 @@
 #include "minires/version.hpp"
 
 #include "minires/core/error.hpp"
+#include "minires/core/file.hpp"
 #include "minires/core/parallel.hpp"
 #include "minires/core/rng.hpp"
 #include "minires/core/shape.hpp"

@@ -21,6 +21,7 @@
 namespace minires {
 
 inline constexpr index_t fashion_mnist_classes = 10;
+inline constexpr index_t fashion_mnist_image_size = 28;  // rows and columns
 // The seed notebook's validation split: the last 5000 training images.
 inline constexpr index_t fashion_mnist_validation_size = 5000;
 
@@ -60,24 +61,33 @@ inline std::string fashion_mnist_file(const std::string& dir, const std::string&
                 fashion_mnist_help());
 }
 
+// One part (train or t10k): its images must be 28x28, its labels in [0, 10).
 inline std::shared_ptr<const LabelledImages> load_fashion_mnist_part(const std::string& dir,
                                                                      const std::string& part) {
   const std::string images = fashion_mnist_file(dir, part + "-images-idx3-ubyte");
   const std::string labels = fashion_mnist_file(dir, part + "-labels-idx1-ubyte");
-  return std::make_shared<const LabelledImages>(
+  auto data = std::make_shared<const LabelledImages>(
       read_idx_labelled(images, labels, fashion_mnist_classes));
+  if (data->images.rows != fashion_mnist_image_size ||
+      data->images.cols != fashion_mnist_image_size) {
+    throw FormatError("load_fashion_mnist '" + images + "': expected 28x28 images, found " +
+                      std::to_string(data->images.rows) + "x" + std::to_string(data->images.cols));
+  }
+  return data;
 }
 
 }  // namespace detail
 
 // Reads the four files from `dir` (each as .gz if present, else uncompressed), checking that
-// every image has a label in [0, 10). A missing directory or file throws IoError saying how to
-// get the data; bad contents throw FormatError naming the file.
+// every image is 28x28 and has a label in [0, 10). A missing directory or file throws IoError
+// saying how to get the data; bad contents throw FormatError naming the file.
 inline FashionMnist load_fashion_mnist(const std::string& dir = default_fashion_mnist_dir()) {
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec)) {
-    throw IoError("load_fashion_mnist: the directory '" + dir + "' does not exist; " +
-                  detail::fashion_mnist_help());
+    const bool exists = std::filesystem::exists(dir, ec);
+    throw IoError("load_fashion_mnist: '" + dir + "' " +
+                  (exists ? "is not a directory" : "does not exist") +
+                  "; expected the directory that holds the data: " + detail::fashion_mnist_help());
   }
   FashionMnist data;
   data.train = detail::load_fashion_mnist_part(dir, "train");

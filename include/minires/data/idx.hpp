@@ -7,11 +7,13 @@
 //   u32 dims[rank]      big endian, each > 0
 //   the elements        row-major, exactly the product of the dimensions
 //
-// Files are read through zlib's gz functions, which read a .gz file and a plain one alike. The
-// readers validate everything: the magic number, the dimensions, that the data holds exactly
-// the bytes the header promises (no fewer, no more) and the gzip stream itself. A file that
-// cannot be opened or read throws IoError naming it; bad contents throw FormatError naming the
-// file, what was expected and what was found.
+// A file is read plain, or, when it starts with gzip's magic bytes (1f 8b), inflated by zlib as
+// exactly one gzip member. The readers validate everything: that the path is a regular file, the
+// gzip stream (its data, its CRC-32 and length trailer, nothing after it), the magic number, the
+// dimensions, and that the data holds exactly the bytes the header promises (no fewer, no
+// more). A file that cannot be opened or read throws IoError naming it; bad contents throw
+// FormatError naming the file, what was expected and what was found. Writing is atomic
+// (write_file_atomically).
 #pragma once
 
 #include <zlib.h>
@@ -22,10 +24,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "minires/core/error.hpp"
+#include "minires/core/file.hpp"
 #include "minires/core/shape.hpp"
 #include "minires/core/span.hpp"
 
@@ -80,59 +84,130 @@ inline const char* idx_type_name(unsigned code) {
   }
 }
 
-// A file opened for reading through zlib (gzip or plain); closes on destruction. `who` and the
-// path start every error message.
-class GzInput {
+// The bytes of an IDX file, plain or gzip-compressed, read strictly: a .gz file must be exactly
+// one gzip member whose trailer (CRC-32 and length) zlib verifies, with nothing after it. The raw
+// bytes come from a regular file (InputFile) or from memory (for tests and fuzzing). `prefix()`
+// ("who 'name': ") starts every error message.
+class IdxInput {
  public:
-  GzInput(const std::string& path, const char* who) : path_(path), who_(who) {
-    errno = 0;
-    f_ = gzopen(path.c_str(), "rb");
-    if (f_ == nullptr) {
-      throw IoError(prefix() + "cannot open the file: " +
-                    (errno != 0 ? std::strerror(errno) : "zlib could not allocate its state"));
-    }
-    gzbuffer(f_, 1u << 17);
+  // From a file: regular files only; IoError when it cannot be opened or read.
+  IdxInput(const std::string& path, const char* who)
+      : file_(std::make_unique<InputFile>(path, who)), prefix_(file_->prefix()) {
+    start();
   }
-  ~GzInput() { gzclose_r(f_); }
-  GzInput(const GzInput&) = delete;
-  GzInput& operator=(const GzInput&) = delete;
+  // From memory: `name` stands for the file in messages.
+  IdxInput(const void* data, std::size_t n, const std::string& name, const char* who)
+      : mem_(static_cast<const unsigned char*>(data)),
+        mem_left_(n),
+        prefix_(std::string(who) + " '" + name + "': ") {
+    start();
+  }
+  ~IdxInput() {
+    if (gzip_) inflateEnd(&zs_);
+  }
+  IdxInput(const IdxInput&) = delete;
+  IdxInput& operator=(const IdxInput&) = delete;
 
-  // Reads up to n bytes into dst and returns how many were read: fewer than n only at the end of
-  // the data. A corrupt gzip stream throws FormatError, a failing read IoError.
+  bool gzip() const noexcept { return gzip_; }
+
+  // Reads up to n bytes of the (decompressed) data into dst and returns how many were read:
+  // fewer than n only at the end of the data, or where a gzip stream is cut short (cut_short()).
+  // A damaged gzip stream throws FormatError: corrupt data, a failed CRC-32 or length check, or
+  // bytes after its end.
   std::size_t read(void* dst, std::size_t n) {
-    auto* p = static_cast<unsigned char*>(dst);
+    auto* out = static_cast<unsigned char*>(dst);
+    if (!gzip_) {
+      const std::size_t from_buffer = std::min(n, in_len_ - in_pos_);
+      std::memcpy(out, in_.data() + in_pos_, from_buffer);
+      in_pos_ += from_buffer;
+      return from_buffer + raw_read(out + from_buffer, n - from_buffer);
+    }
     std::size_t got = 0;
-    while (got < n) {
-      const auto chunk = static_cast<unsigned>(std::min<std::size_t>(n - got, 1u << 30));
-      const int r = gzread(f_, p + got, chunk);
-      if (r < 0) throw_stream_error();
-      if (r == 0) break;
-      got += static_cast<std::size_t>(r);
+    while (got < n && !ended_ && !cut_short_) {
+      if (zs_.avail_in == 0) {
+        in_len_ = raw_read(in_.data(), in_.size());
+        zs_.next_in = in_.data();
+        zs_.avail_in = static_cast<uInt>(in_len_);
+        if (in_len_ == 0) {
+          cut_short_ = true;
+          break;
+        }
+      }
+      const std::size_t want = std::min<std::size_t>(n - got, 1u << 30);
+      zs_.next_out = out + got;
+      zs_.avail_out = static_cast<uInt>(want);
+      const int r = inflate(&zs_, Z_NO_FLUSH);
+      got += want - zs_.avail_out;
+      if (r == Z_STREAM_END) {
+        ended_ = true;
+        check_nothing_after_stream();
+      } else if (r == Z_NEED_DICT || r == Z_DATA_ERROR) {
+        throw FormatError(prefix_ + "corrupt gzip data: " +
+                          (zs_.msg != nullptr ? zs_.msg : "invalid deflate stream"));
+      } else if (r == Z_MEM_ERROR) {
+        throw IoError(prefix_ + "zlib could not allocate memory");
+      } else if (r != Z_OK && r != Z_BUF_ERROR) {
+        throw FormatError(prefix_ + "gzip error " + std::to_string(r));
+      }
     }
     return got;
   }
 
+  // True when the file ended inside the gzip stream: its end, with the CRC-32 and length
+  // trailer that verify the data, is missing.
+  bool cut_short() const noexcept { return cut_short_; }
   // Why the data ended early, for "truncated" messages: empty for a plain end of file.
   std::string early_end_note() const {
-    int err = Z_OK;
-    const char* msg = gzerror(f_, &err);
-    if (err == Z_BUF_ERROR) return std::string(" (the gzip stream ends early: ") + msg + ")";
-    return "";
+    return cut_short_ ? " (the gzip stream ends early: its end, with the CRC-32 and length "
+                        "trailer, is missing)"
+                      : "";
   }
 
-  std::string prefix() const { return std::string(who_) + " '" + path_ + "': "; }
+  const std::string& prefix() const noexcept { return prefix_; }
 
  private:
-  [[noreturn]] void throw_stream_error() const {
-    int err = Z_OK;
-    const char* msg = gzerror(f_, &err);
-    if (err == Z_ERRNO) throw IoError(prefix() + "cannot read the file: " + std::strerror(errno));
-    throw FormatError(prefix() + "corrupt gzip data: " + msg);
+  std::size_t raw_read(unsigned char* dst, std::size_t n) {
+    if (file_) return file_->read(dst, n);
+    const std::size_t k = std::min(n, mem_left_);
+    if (k > 0) std::memcpy(dst, mem_, k);
+    mem_ += k;
+    mem_left_ -= k;
+    return k;
   }
 
-  gzFile f_ = nullptr;
-  std::string path_;
-  const char* who_;
+  // Reads the first block and decides: gzip (1f 8b) or plain.
+  void start() {
+    in_.resize(std::size_t(1) << 17);
+    in_len_ = raw_read(in_.data(), in_.size());
+    gzip_ = in_len_ >= 2 && in_[0] == 0x1f && in_[1] == 0x8b;
+    if (!gzip_) return;
+    zs_ = z_stream{};
+    if (inflateInit2(&zs_, 16 + MAX_WBITS) != Z_OK) {  // 16: gzip only, with its trailer checked
+      gzip_ = false;
+      throw IoError(prefix_ + "zlib could not allocate its state");
+    }
+    zs_.next_in = in_.data();
+    zs_.avail_in = static_cast<uInt>(in_len_);
+  }
+
+  void check_nothing_after_stream() {
+    std::uint64_t extra = zs_.avail_in;
+    for (std::size_t k; (k = raw_read(in_.data(), in_.size())) > 0;) extra += k;
+    zs_.avail_in = 0;
+    if (extra > 0) {
+      throw FormatError(prefix_ + "unexpected data after the end of the gzip stream: expected " +
+                        "the file to end, found " + std::to_string(extra) + " more bytes");
+    }
+  }
+
+  std::unique_ptr<InputFile> file_;
+  const unsigned char* mem_ = nullptr;
+  std::size_t mem_left_ = 0;
+  std::string prefix_;
+  std::vector<unsigned char> in_;
+  std::size_t in_len_ = 0, in_pos_ = 0;  // plain files: the first block, read from in_pos_
+  bool gzip_ = false, ended_ = false, cut_short_ = false;
+  z_stream zs_{};
 };
 
 // The dimensions and elements of an unsigned-byte IDX file of the given rank.
@@ -147,13 +222,10 @@ inline std::uint32_t idx_be32(const unsigned char* b) noexcept {
 }
 
 // Reads an unsigned-byte IDX file of rank 1 to 3; dim_names name the dimensions in messages.
-inline IdxArray read_idx(const std::string& path, const char* who, int rank,
-                         const char* const* dim_names) {
+inline IdxArray read_idx(IdxInput& in, int rank, const char* const* dim_names) {
   if (rank < 1 || rank > 3) {
-    throw ValueError(std::string(who) + ": expected a rank in [1, 3], found " +
-                     std::to_string(rank));
+    throw ValueError(in.prefix() + "expected a rank in [1, 3], found " + std::to_string(rank));
   }
-  GzInput in(path, who);
   const std::size_t header_bytes = 4 + 4 * static_cast<std::size_t>(rank);
   unsigned char header[4 + 4 * 3];
   std::size_t got = in.read(header, 4);
@@ -163,7 +235,7 @@ inline IdxArray read_idx(const std::string& path, const char* who, int rank,
                                (rank == 1 ? "" : "s") + ")";
   if (got < 4) {
     throw FormatError(in.prefix() + "the file is truncated: " + expected + ", found only " +
-                      std::to_string(got) + " bytes" + in.early_end_note());
+                      std::to_string(got) + " bytes");
   }
   const std::uint32_t magic = idx_be32(header);
   if (header[0] != 0 || header[1] != 0) {
@@ -183,7 +255,7 @@ inline IdxArray read_idx(const std::string& path, const char* who, int rank,
   if (got < header_bytes) {
     throw FormatError(in.prefix() + "the file is truncated: expected a " +
                       std::to_string(header_bytes) + "-byte header, found " + std::to_string(got) +
-                      " bytes" + in.early_end_note());
+                      " bytes");
   }
 
   IdxArray a;
@@ -210,7 +282,7 @@ inline IdxArray read_idx(const std::string& path, const char* who, int rank,
   const auto expected_bytes = static_cast<std::size_t>(total);
   std::size_t have = 0;
   while (have < expected_bytes) {
-    a.data.resize(std::min(expected_bytes, std::max<std::size_t>(2 * have, std::size_t(64) << 20)));
+    a.data.resize(std::min(expected_bytes, std::max<std::size_t>(2 * have, std::size_t(1) << 20)));
     const std::size_t want = a.data.size() - have;
     const std::size_t n = in.read(a.data.data() + have, want);
     have += n;
@@ -229,11 +301,44 @@ inline IdxArray read_idx(const std::string& path, const char* who, int rank,
                       ") promises " + std::to_string(expected_bytes) + " bytes of data, found " +
                       std::to_string(trailing) + " more");
   }
+  if (in.cut_short()) {
+    throw FormatError(in.prefix() + "the gzip stream ends early: after the " +
+                      std::to_string(expected_bytes) +
+                      " bytes of data the header promises, expected the end of the stream with "
+                      "its CRC-32 and length trailer, found the end of the file");
+  }
   return a;
 }
 
-// Writes an unsigned-byte IDX file, gzip-compressed or plain. On failure the partial file is
-// removed and IoError thrown.
+inline IdxArray read_idx(const std::string& path, const char* who, int rank,
+                         const char* const* dim_names) {
+  IdxInput in(path, who);
+  return read_idx(in, rank, dim_names);
+}
+
+// The gzip member (RFC 1952, one member with its CRC-32 and length trailer) holding `bytes`.
+inline std::vector<unsigned char> gzip_compress(const std::vector<unsigned char>& bytes,
+                                                const std::string& prefix) {
+  z_stream zs{};
+  if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) !=
+      Z_OK) {
+    throw IoError(prefix + "zlib could not allocate its state");
+  }
+  std::vector<unsigned char> out(deflateBound(&zs, static_cast<uLong>(bytes.size())) + 64);
+  zs.next_in = const_cast<unsigned char*>(bytes.data());
+  zs.avail_in = static_cast<uInt>(bytes.size());
+  zs.next_out = out.data();
+  zs.avail_out = static_cast<uInt>(out.size());
+  const int r = deflate(&zs, Z_FINISH);
+  out.resize(zs.total_out);
+  deflateEnd(&zs);
+  if (r != Z_STREAM_END)
+    throw IoError(prefix + "zlib failed to compress (" + std::to_string(r) + ")");
+  return out;
+}
+
+// Writes an unsigned-byte IDX file, gzip-compressed or plain, atomically
+// (write_file_atomically): on failure the old file is unchanged and IoError thrown.
 inline void write_idx(const std::string& path, const char* who, const std::vector<index_t>& dims,
                       const std::uint8_t* data, std::size_t n, bool gzip) {
   std::uint64_t total = 1;
@@ -248,39 +353,21 @@ inline void write_idx(const std::string& path, const char* who, const std::vecto
     throw ValueError(std::string(who) + " '" + path + "': the dimensions describe " +
                      std::to_string(total) + " bytes, found " + std::to_string(n));
   }
-  std::vector<unsigned char> header = {0, 0, idx_unsigned_byte,
-                                       static_cast<unsigned char>(dims.size())};
+  if (n > UINT32_MAX / 2) {
+    throw ValueError(std::string(who) + " '" + path + "': expected at most 2 GiB of data, found " +
+                     std::to_string(n) + " bytes");
+  }
+  std::vector<unsigned char> bytes = {0, 0, idx_unsigned_byte,
+                                      static_cast<unsigned char>(dims.size())};
   for (index_t d : dims) {
     const auto u = static_cast<std::uint32_t>(d);
     for (int shift = 24; shift >= 0; shift -= 8) {
-      header.push_back(static_cast<unsigned char>(u >> shift));
+      bytes.push_back(static_cast<unsigned char>(u >> shift));
     }
   }
-  errno = 0;
-  gzFile f = gzopen(path.c_str(), gzip ? "wb" : "wbT");  // T: plain, through the same calls
-  if (f == nullptr) {
-    throw IoError(std::string(who) + " '" + path + "': cannot create the file: " +
-                  (errno != 0 ? std::strerror(errno) : "zlib could not allocate its state"));
-  }
-  bool ok = gzwrite(f, header.data(), static_cast<unsigned>(header.size())) ==
-            static_cast<int>(header.size());
-  for (std::size_t done = 0; ok && done < n;) {
-    const auto chunk = static_cast<unsigned>(std::min<std::size_t>(n - done, 1u << 30));
-    ok = gzwrite(f, data + done, chunk) == static_cast<int>(chunk);
-    done += chunk;
-  }
-  std::string why = ok ? "" : gzerror(f, nullptr);
-  const int err = errno;
-  if (gzclose_w(f) != Z_OK && ok) {
-    ok = false;
-    why = std::strerror(errno);
-  } else if (!ok && why.empty()) {
-    why = std::strerror(err);
-  }
-  if (!ok) {
-    std::remove(path.c_str());
-    throw IoError(std::string(who) + " '" + path + "': writing failed: " + why);
-  }
+  bytes.insert(bytes.end(), data, data + n);
+  if (gzip) bytes = gzip_compress(bytes, std::string(who) + " '" + path + "': ");
+  write_file_atomically(path, bytes.data(), bytes.size(), who);
 }
 
 // Position of the first label >= num_classes; labels.size() when there is none.

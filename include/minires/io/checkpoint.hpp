@@ -7,27 +7,29 @@
 //   u32 n_tensors        then per tensor: str name, u8 bytes per element (4 float, 8 double),
 //                        u8 rank, i64 dims[rank], the elements (little endian)
 //   u32 crc32            zlib's CRC-32 of every byte before it
-// where str is a u32 length and the bytes. Writing is atomic (a temporary file in the same
-// directory, flushed and synced, then renamed over the target), so an interrupted save never
-// corrupts an existing file. Loading validates everything (size, magic, version, checksum,
-// architecture, every name, shape and value) before it changes the model, so a bad file leaves
-// the model as it was.
+// where str is a u32 length and the bytes. Writing is atomic (write_file_atomically: a
+// temporary file in the same directory, flushed and synced, then renamed over the target), so
+// an interrupted save never corrupts an existing file. Loading reads regular files only, checks
+// the magic number and version before reading the rest, and validates everything (size,
+// checksum, every declared length against the file, architecture, every name, shape and value)
+// before it changes the model, so a bad file leaves the model as it was.
 #pragma once
 
-#include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <iterator>
+#include <limits>
 #include <map>
+#include <new>
 #include <string>
 #include <vector>
 
 #include "minires/core/error.hpp"
+#include "minires/core/file.hpp"
 #include "minires/core/tensor.hpp"
 #include "minires/graph/model.hpp"
 #include "minires/optim/optimizer.hpp"
@@ -117,40 +119,19 @@ void write_tensor(ByteWriter& w, const std::string& name, const Tensor<T>& t) {
   w.raw(t.data(), static_cast<std::size_t>(t.size()) * sizeof(T));
 }
 
-inline void write_atomically(const std::string& path, const std::vector<unsigned char>& bytes) {
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (f == nullptr) {
-    throw IoError("save '" + path + "': cannot create '" + tmp + "': " + std::strerror(errno));
-  }
-  const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() &&
-                  std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
-  const int err = errno;
-  if (std::fclose(f) != 0 || !ok) {
-    std::remove(tmp.c_str());
-    throw IoError("save '" + path + "': writing '" + tmp + "' failed: " + std::strerror(err));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = errno;
-    std::remove(tmp.c_str());
-    throw IoError("save '" + path + "': cannot rename '" + tmp + "' to it: " + std::strerror(e));
-  }
-}
-
-inline CheckpointFile read_checkpoint(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw IoError("load '" + path + "': cannot open the file: " + std::strerror(errno));
-  const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)),
-                                         std::istreambuf_iterator<char>());
+// Parses a checkpoint held in memory; `path` names it in messages. Checks the size, magic,
+// version and checksum before anything else, then every declared length against what is left.
+inline CheckpointFile parse_checkpoint(const unsigned char* data, std::size_t size,
+                                       const std::string& path) {
   const std::size_t min_size = sizeof checkpoint_magic + 4 + 4;
-  if (bytes.size() < min_size) {
+  if (size < min_size) {
     throw FormatError("load '" + path + "': not a minires model: expected at least " +
-                      std::to_string(min_size) + " bytes, found " + std::to_string(bytes.size()));
+                      std::to_string(min_size) + " bytes, found " + std::to_string(size));
   }
-  if (std::memcmp(bytes.data(), checkpoint_magic, sizeof checkpoint_magic) != 0) {
+  if (std::memcmp(data, checkpoint_magic, sizeof checkpoint_magic) != 0) {
     throw FormatError("load '" + path + "': not a minires model (bad magic number)");
   }
-  ByteReader r(bytes.data(), bytes.size() - 4, path);
+  ByteReader r(data, size - 4, path);
   r.take(sizeof checkpoint_magic, "magic");
   const auto version = r.pod<std::uint32_t>("version");
   if (version != checkpoint_version) {
@@ -158,10 +139,14 @@ inline CheckpointFile read_checkpoint(const std::string& path) {
                       std::to_string(checkpoint_version) + ", found " + std::to_string(version));
   }
   std::uint32_t stored_crc;
-  std::memcpy(&stored_crc, bytes.data() + bytes.size() - 4, 4);
-  const auto crc =
-      static_cast<std::uint32_t>(::crc32(0L, bytes.data(), static_cast<uInt>(bytes.size() - 4)));
-  if (crc != stored_crc) {
+  std::memcpy(&stored_crc, data + size - 4, 4);
+  auto crc = ::crc32(0L, Z_NULL, 0);
+  for (std::size_t done = 0; done < size - 4;) {  // crc32 takes at most 4 GiB a call
+    const std::size_t chunk = std::min<std::size_t>(size - 4 - done, std::size_t(1) << 30);
+    crc = ::crc32(crc, data + done, static_cast<uInt>(chunk));
+    done += chunk;
+  }
+  if (static_cast<std::uint32_t>(crc) != stored_crc) {
     throw FormatError("load '" + path + "': checksum mismatch (the file is corrupt or truncated)");
   }
   CheckpointFile file;
@@ -193,16 +178,16 @@ inline CheckpointFile read_checkpoint(const std::string& path) {
       count *= dims[d];
     }
     t.shape = Shape::from(dims, rank);
-    const auto* data = r.take(
+    const auto* values = r.take(
         static_cast<std::size_t>(count) * static_cast<std::size_t>(t.elem_bytes), "tensor data");
     t.values.resize(static_cast<std::size_t>(count));
     for (index_t k = 0; k < count; ++k) {
       if (t.elem_bytes == 4) {
         float v;
-        std::memcpy(&v, data + k * 4, 4);
+        std::memcpy(&v, values + k * 4, 4);
         t.values[static_cast<std::size_t>(k)] = v;
       } else {
-        std::memcpy(&t.values[static_cast<std::size_t>(k)], data + k * 8, 8);
+        std::memcpy(&t.values[static_cast<std::size_t>(k)], values + k * 8, 8);
       }
     }
     if (!file.tensors.emplace(name, std::move(t)).second) {
@@ -214,6 +199,42 @@ inline CheckpointFile read_checkpoint(const std::string& path) {
                       " unexpected bytes after the last tensor");
   }
   return file;
+}
+
+// Reads a checkpoint file: a regular file only (IoError otherwise), whose magic number and
+// version are checked before the rest is read; then exactly the size the file has is read.
+inline CheckpointFile read_checkpoint(const std::string& path) {
+  InputFile in(path, "load");
+  const std::uint64_t size = in.size();
+  const std::size_t head = sizeof checkpoint_magic + 4;
+  std::vector<unsigned char> bytes(static_cast<std::size_t>(std::min<std::uint64_t>(size, head)));
+  if (in.read(bytes.data(), bytes.size()) != bytes.size()) {
+    throw FormatError("load '" + path + "': the file shrank while it was read");
+  }
+  if (bytes.size() < head ||
+      std::memcmp(bytes.data(), checkpoint_magic, sizeof checkpoint_magic) != 0) {
+    return parse_checkpoint(bytes.data(), bytes.size(), path);  // says what is wrong
+  }
+  std::uint32_t version;
+  std::memcpy(&version, bytes.data() + sizeof checkpoint_magic, 4);
+  if (version != checkpoint_version) {
+    throw FormatError("load '" + path + "': expected format version " +
+                      std::to_string(checkpoint_version) + ", found " + std::to_string(version));
+  }
+  if (size > std::numeric_limits<std::size_t>::max() / 2) {
+    throw FormatError("load '" + path + "': the file is too large (" + std::to_string(size) +
+                      " bytes)");
+  }
+  try {
+    bytes.resize(static_cast<std::size_t>(size));
+  } catch (const std::bad_alloc&) {
+    throw IoError("load '" + path + "': cannot allocate memory for the file's " +
+                  std::to_string(size) + " bytes");
+  }
+  if (in.read(bytes.data() + head, bytes.size() - head) != bytes.size() - head) {
+    throw FormatError("load '" + path + "': the file shrank while it was read");
+  }
+  return parse_checkpoint(bytes.data(), bytes.size(), path);
 }
 
 // First line where two architecture descriptions differ, for the error message.
@@ -296,7 +317,7 @@ void save(Model<T>& model, const std::string& path, const Metadata& metadata = {
   const auto crc = static_cast<std::uint32_t>(
       ::crc32(0L, w.bytes().data(), static_cast<uInt>(w.bytes().size())));
   w.pod(crc);
-  detail::write_atomically(path, w.bytes());
+  write_file_atomically(path, w.bytes().data(), w.bytes().size(), "save");
 }
 
 // Loads parameters and state saved by save() into `model`, which must have the same

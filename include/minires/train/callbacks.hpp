@@ -104,9 +104,11 @@ class ModelCheckpoint : public Callback<T> {
   // Replaces the extra metadata written from the next epoch on.
   void set_extra(Metadata extra) { extra_ = std::move(extra); }
 
-  // Continue from an earlier run: only improvements over `best` are saved as best.
-  void set_best(double best) {
+  // Continue from an earlier run whose best figure `best` was reached at `epoch`: only
+  // improvements over it are saved as best, and best_epoch() stays `epoch` until then.
+  void set_best(double best, index_t epoch) {
     best_value_ = best;
+    best_epoch_ = epoch;
     has_best_ = true;
   }
   double best() const noexcept { return best_value_; }

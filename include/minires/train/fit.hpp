@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "minires/core/error.hpp"
+#include "minires/core/parallel.hpp"
 #include "minires/core/rng.hpp"
 #include "minires/core/tensor.hpp"
 #include "minires/graph/model.hpp"
@@ -202,6 +203,7 @@ void make_view(const Tensor<T>& src, const Shape& sample, const View& v, Tensor<
 // of the views' class probabilities.
 template <class T>
 EvalResult evaluate(Model<T>& model, const Dataset<T>& data, const EvalOptions& options) {
+  check_num_threads();
   detail::check_dataset(model, data, "evaluate");
   const Shape sample = data.sample_shape();
   const bool tta = options.flip || options.shift != 0;
@@ -321,6 +323,7 @@ index_t recompute_batch_norm_statistics(Model<T>& model, const Dataset<T>& data,
 // Class probabilities (N, classes) for the samples x (N, sample shape...), in inference mode.
 template <class T>
 Tensor<T> predict(Model<T>& model, const Tensor<T>& x, index_t batch_size = 128) {
+  check_num_threads();
   if (x.rank() < 1) throw ShapeError("predict: expected a batch of samples, found a scalar");
   const index_t n = x.dim(0);
   const Shape sample = Shape::from(x.shape().data() + 1, x.rank() - 1);
@@ -346,6 +349,7 @@ History fit(Model<T>& model, SoftmaxCrossEntropy<T>& loss, Optimizer<T>& optimiz
             const Dataset<T>& train, const Dataset<detail::identity_t<T>>* val,
             const FitOptions& options,
             const std::vector<Callback<detail::identity_t<T>>*>& callbacks = {}) {
+  check_num_threads();
   detail::check_dataset(model, train, "fit");
   if (val != nullptr) detail::check_dataset(model, *val, "fit (validation)");
   if (options.batch_size < 1 || options.epochs < 0 || options.initial_epoch < 0) {
