@@ -22,7 +22,7 @@ endfunction()
 
 # Command-line errors need no data.
 run(FALSE "--frobnicate" ${FMNIST} train --frobnicate)
-run(FALSE "--epochs.*(not|Value)" ${FMNIST} train --epochs zero)
+run(FALSE "--epochs: expected an integer from 1 to 100000, found 'zero'" ${FMNIST} train --epochs zero)
 run(FALSE "--model.*resnet" ${FMNIST} train --model vgg)
 run(FALSE "--tta.*(on|off)" ${FMNIST} train --tta maybe)
 run(FALSE "--precise-bn" ${FMNIST} train --precise-bn -3)
@@ -31,6 +31,24 @@ run(FALSE "--label-smoothing" ${FMNIST} train --label-smoothing 1.5)
 run(FALSE "--ema" ${FMNIST} train --ema 1)
 run(FALSE "--augment.*flip" ${FMNIST} train --augment sideways)
 run(FALSE "A subcommand is required|subcommand" ${FMNIST})
+# Numbers: whole, in range, and said plainly (no 309-digit bounds, no 2^64 - 1 for -1).
+run(FALSE "--threads: expected an integer from 1 to 1024, found '100000'" ${FMNIST} train --threads 100000)
+run(FALSE "--seed: expected an integer from 0 to 18446744073709551615, found '-1'" ${FMNIST} train --seed -1)
+run(FALSE "--epochs: expected an integer from 1 to 100000, found '9223372036854775807'"
+    ${FMNIST} train --epochs 9223372036854775807)
+run(FALSE "--batch-size: expected an integer from 1 to 4096" ${FMNIST} train --batch-size 9223372036854775000)
+run(FALSE "--warmup: expected an integer from 0 to 100000" ${FMNIST} train --warmup 9223372036854775807)
+run(FALSE "--lr: expected a number above 0, at most 100, found '1e400'" ${FMNIST} train --lr 1e400)
+run(FALSE "--weight-decay: expected a number from 0 to 1, found 'nan'" ${FMNIST} train --weight-decay nan)
+run(FALSE "--resume.*--overwrite.*give one" ${FMNIST} train --resume --overwrite --out ${OUT}/x)
+run(FALSE "expected at most 1024 threads, found 100000 \\(from OMP_NUM_THREADS\\)"
+    ${CMAKE_COMMAND} -E env OMP_NUM_THREADS=100000 ${FMNIST} train --data ${OUT}/no-such-dir --out ${OUT}/x)
+run(FALSE "load '/dev/zero': expected a regular file, found a character device"
+    ${FMNIST} evaluate --model-file /dev/zero --data ${OUT}/no-such-dir)
+file(MAKE_DIRECTORY ${OUT})
+file(WRITE ${OUT}/a-file "")
+run(FALSE "'${OUT}/a-file' is not a directory" ${FMNIST} train --data ${OUT}/a-file --out ${OUT}/x)
+run(FALSE "--out '${OUT}/a-file': expected a directory, found a file" ${FMNIST} train --out ${OUT}/a-file)
 run(FALSE "apt-get install dataset-fashion-mnist" ${FMNIST} train --data ${OUT}/no-such-dir --out ${OUT}/x)
 
 if(NOT EXISTS ${DATA}/train-images-idx3-ubyte.gz AND NOT EXISTS ${DATA}/train-images-idx3-ubyte)
@@ -83,6 +101,61 @@ run(TRUE "image 2: [A-Za-z/ ]+ 0\\.[0-9]+.*true: " ${FMNIST} predict --model-fil
 run(FALSE "--model-file" ${FMNIST} evaluate --model-file ${OUT}/missing.mrm --data ${DATA})
 file(WRITE ${OUT}/garbage.mrm "not a model")
 run(FALSE "not a minires model" ${FMNIST} evaluate --model-file ${OUT}/garbage.mrm --data ${DATA})
+# A new run never overwrites a saved one unasked.
+file(SHA256 ${OUT}/metrics.json metrics_before)
+run(FALSE "already holds a run.*--resume.*--overwrite" ${FMNIST} train --model seed --limit 1000 --epochs 1 --data ${DATA} --out ${OUT})
+file(SHA256 ${OUT}/metrics.json metrics_after)
+if(NOT metrics_before STREQUAL metrics_after)
+  message(FATAL_ERROR "a refused run changed ${OUT}/metrics.json")
+endif()
+
+# --resume keeps the stored settings: a flag that disagrees is refused, one that agrees is fine
+run(FALSE "--lr 0.5 \\(the run has 0.001\\).*--tta off \\(the run has on\\)" ${FMNIST} train --out ${OUT} --resume --lr 0.5 --tta off --data ${DATA})
+run(FALSE "already completed epoch 2" ${FMNIST} train --out ${OUT} --resume --epochs 1 --data ${DATA})
+# A temporary file left by a run killed while saving is removed by the next run.
+file(WRITE ${OUT}/last.mrm.tmp-999999999 "partial")
 # --resume continues a finished run for one more epoch
-run(TRUE "resuming after epoch 2" ${FMNIST} train --out ${OUT} --resume --epochs 3 --data ${DATA})
+run(TRUE "removed .*last.mrm.tmp-999999999.*resuming after epoch 2.*settings stored there"
+    ${FMNIST} train --out ${OUT} --resume --epochs 3 --model seed --data ${DATA})
+if(EXISTS ${OUT}/last.mrm.tmp-999999999)
+  message(FATAL_ERROR "the stale temporary file was not removed")
+endif()
+file(READ ${OUT}/metrics.json metrics)
+string(JSON best_epoch GET "${metrics}" test best_epoch)
+if(best_epoch LESS 1)
+  message(FATAL_ERROR "metrics.json records best_epoch ${best_epoch} after a resume")
+endif()
+
+# A full disk (here a file-size limit) fails the save with the reason and keeps the last
+# complete checkpoint intact, with no temporary file left.
+find_program(PRLIMIT prlimit)
+if(PRLIMIT)
+  file(SHA256 ${OUT}/last.mrm last_before)
+  file(SHA256 ${OUT}/best.mrm best_before)
+  run(FALSE "save '.*(last|best).mrm'.*File too large.*unchanged"
+      ${PRLIMIT} --fsize=60000 ${FMNIST} train --out ${OUT} --resume --epochs 4 --data ${DATA})
+  file(SHA256 ${OUT}/last.mrm last_after)
+  file(SHA256 ${OUT}/best.mrm best_after)
+  if(NOT last_before STREQUAL last_after OR NOT best_before STREQUAL best_after)
+    message(FATAL_ERROR "a failed save changed a checkpoint")
+  endif()
+  file(GLOB leftovers ${OUT}/*.tmp-*)
+  if(leftovers)
+    message(FATAL_ERROR "a failed save left ${leftovers}")
+  endif()
+endif()
+
+# A second run into a directory that a run is writing into fails at once.
+find_program(FLOCK flock)
+if(FLOCK)
+  run(FALSE "another fmnist run is writing into this directory"
+      ${FLOCK} ${OUT}/fmnist.lock ${FMNIST} train --out ${OUT} --resume --epochs 5 --data ${DATA})
+endif()
+
+# Ctrl-C before the first epoch ends: no checkpoint exists, and the message says so.
+run(FALSE "interrupted before the first epoch ended: no checkpoint was written"
+    timeout --preserve-status -s INT 3 ${FMNIST} train --out ${OUT}/interrupted --data ${DATA})
+if(EXISTS ${OUT}/interrupted/last.mrm)
+  message(FATAL_ERROR "an interrupted first epoch left a checkpoint")
+endif()
 file(REMOVE_RECURSE ${OUT})

@@ -12,16 +12,24 @@
 #include <minires/minires.hpp>
 #include <nlohmann/json.hpp>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "config.hpp"
 #include "models.hpp"
 #include "report.hpp"
 
@@ -31,107 +39,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// ---- Configuration --------------------------------------------------------------------------
+// ---- Configuration (config.hpp: Config, the stored run, limits) ------------------------------
 
-// Everything that determines a training run. Saved in every checkpoint (so --resume continues
-// the same run) and in metrics.json.
-struct Config {
-  std::string model = "resnet";
-  index_t epochs = 0;  // 0: the model's default
-  index_t batch_size = 0;
-  std::string optimizer;  // "": the model's default
-  double lr = 0;
-  double weight_decay = -1;
-  std::string schedule;
-  index_t warmup_epochs = -1;
-  int augment = -1;      // -1: the model's default, 0 off, 1 on (crops and flips), 2 flips only
-  int standardize = -1;  // likewise
-  std::uint64_t seed = 1;
-  index_t limit = 0;        // train on the first N training images (0: all 55000)
-  int keras_clip = -1;      // Keras 2.0's clipped cross-entropy gradient (-1: the model's default)
-  index_t precise_bn = -1;  // batches for PreciseBN after each epoch (0: off; -1: default)
-  int tta = -1;             // flip test-time augmentation in the final test (-1: default)
-  index_t tta_shift = -1;   // shifted views in the final test, in pixels (0: none)
-  double label_smoothing = -1;  // targets (1 - s) onehot + s / 10
-  double ema = -1;              // weight-averaging decay (0: off)
-
-  // Fills what the user left at "default" with the model's defaults: the notebook's settings
-  // for the seed models, a tuned recipe for the ResNet.
-  void apply_model_defaults() {
-    const bool seed_model = model != "resnet";
-    // The seed notebook's 20; the ResNet's 40 take ~26 minutes on 2 Zen 5 cores (docs/results.md).
-    if (epochs == 0) epochs = seed_model ? 20 : 40;
-    if (batch_size == 0) batch_size = 128;
-    if (optimizer.empty()) optimizer = seed_model ? "rmsprop" : "sgd";
-    if (lr == 0) lr = seed_model ? 1e-3 : 0.1;
-    if (weight_decay < 0) weight_decay = seed_model ? 0.0 : 5e-4;
-    if (schedule.empty()) schedule = seed_model ? "constant" : "cosine";
-    if (warmup_epochs < 0) warmup_epochs = seed_model ? 0 : 1;
-    if (augment < 0) augment = seed_model ? 0 : 1;
-    if (standardize < 0) standardize = seed_model ? 0 : 1;
-    if (keras_clip < 0) keras_clip = 0;  // docs/results.md: Keras 2.0's clip stalls the seed model
-    if (precise_bn < 0) precise_bn = 0;
-    // Mirror images only help a model that saw them in training (shoes all point left: the
-    // seed model trained without flips loses 2.4 points with them, docs/results.md).
-    if (tta < 0) tta = augment != 0 ? 1 : 0;
-    if (tta_shift < 0) tta_shift = augment == 1 ? 1 : 0;  // likewise, for models trained on crops
-    // docs/results.md: +0.9 points for the ResNet in 17 epochs; the seed keeps Keras' loss.
-    if (label_smoothing < 0) label_smoothing = seed_model ? 0.0 : 0.1;
-    if (ema < 0) ema = 0;
-  }
-
-  static int augment_mode(const std::string& name) {
-    if (name == "off") return 0;
-    if (name == "on") return 1;
-    if (name == "flip") return 2;
-    throw ValueError("augment: expected off, on or flip, found '" + name + "'");
-  }
-  std::string augment_name() const { return augment == 1 ? "on" : augment == 2 ? "flip" : "off"; }
-
-  json to_json() const {
-    return {{"model", model},
-            {"epochs", epochs},
-            {"batch_size", batch_size},
-            {"optimizer", optimizer},
-            {"lr", lr},
-            {"weight_decay", weight_decay},
-            {"schedule", schedule},
-            {"warmup_epochs", warmup_epochs},
-            {"augment", augment_name()},
-            {"standardize", standardize == 1},
-            {"seed", seed},
-            {"limit", limit},
-            {"keras_clip", keras_clip == 1},
-            {"precise_bn", precise_bn},
-            {"tta", tta == 1},
-            {"tta_shift", tta_shift},
-            {"label_smoothing", label_smoothing},
-            {"ema", ema}};
-  }
-  static Config from_json(const json& j) {
-    Config c;
-    c.model = j.at("model").get<std::string>();
-    c.epochs = j.at("epochs").get<index_t>();
-    c.batch_size = j.at("batch_size").get<index_t>();
-    c.optimizer = j.at("optimizer").get<std::string>();
-    c.lr = j.at("lr").get<double>();
-    c.weight_decay = j.at("weight_decay").get<double>();
-    c.schedule = j.at("schedule").get<std::string>();
-    c.warmup_epochs = j.at("warmup_epochs").get<index_t>();
-    const json& a = j.at("augment");  // "off", "on", "flip"; a bool in older checkpoints
-    c.augment = a.is_boolean() ? (a.get<bool>() ? 1 : 0) : augment_mode(a.get<std::string>());
-    c.standardize = j.at("standardize").get<bool>() ? 1 : 0;
-    c.seed = j.at("seed").get<std::uint64_t>();
-    c.limit = j.at("limit").get<index_t>();
-    c.keras_clip = j.value("keras_clip", false) ? 1 : 0;  // older checkpoints lack it
-    c.precise_bn = j.value("precise_bn", index_t(0));     // likewise
-    c.tta = j.value("tta", false) ? 1 : 0;
-    c.tta_shift = j.value("tta_shift", index_t(0));
-    c.label_smoothing = j.value("label_smoothing", 0.0);
-    c.ema = j.value("ema", 0.0);
-    return c;
-  }
-};
+using fmnist::Config;
+using fmnist::Limits;
 
 std::unique_ptr<Optimizer<float>> make_optimizer(const Config& c) {
   std::unique_ptr<Optimizer<float>> opt;
@@ -158,32 +69,6 @@ Schedule make_schedule(const Config& c, index_t steps_per_epoch) {
 }
 
 // ---- History in checkpoints and metrics.json -------------------------------------------------
-
-json epoch_json(const EpochStats& e) {
-  auto num = [](double v) { return std::isnan(v) ? json(nullptr) : json(v); };
-  return {{"epoch", e.epoch},
-          {"train_loss", e.train_loss},
-          {"train_accuracy", e.train_accuracy},
-          {"val_loss", num(e.val_loss)},
-          {"val_accuracy", num(e.val_accuracy)},
-          {"learning_rate", e.learning_rate},
-          {"seconds", e.seconds},
-          {"images_per_second", e.images_per_second}};
-}
-
-EpochStats epoch_from_json(const json& j) {
-  auto num = [](const json& v) { return v.is_null() ? std::nan("") : v.get<double>(); };
-  EpochStats e;
-  e.epoch = j.at("epoch").get<index_t>();
-  e.train_loss = j.at("train_loss").get<double>();
-  e.train_accuracy = j.at("train_accuracy").get<double>();
-  e.val_loss = num(j.at("val_loss"));
-  e.val_accuracy = num(j.at("val_accuracy"));
-  e.learning_rate = j.at("learning_rate").get<double>();
-  e.seconds = j.at("seconds").get<double>();
-  e.images_per_second = j.at("images_per_second").get<double>();
-  return e;
-}
 
 json evaluation_json(const EvalResult& r) {
   json per_class = json::object();
@@ -212,8 +97,9 @@ std::string now_utc() {
 }
 
 // Keeps the run's history and rewrites metrics.json, curves.csv and curves.svg after each
-// epoch (an interrupted run has them too). It also hands the history to the checkpoint
-// callback, which runs after it, so that --resume can restore it.
+// epoch (an interrupted run has them too), each atomically (write_file_atomically). It also
+// hands the history to the checkpoint callback, which runs after it, so that --resume can
+// restore it.
 class Recorder : public Callback<float> {
  public:
   Recorder(std::string out, json base, std::vector<EpochStats> history,
@@ -227,7 +113,7 @@ class Recorder : public Callback<float> {
   bool on_epoch_end(const EpochStats& s, Model<float>&, Optimizer<float>&) override {
     history_.push_back(s);
     json h = json::array();
-    for (const auto& e : history_) h.push_back(epoch_json(e));
+    for (const auto& e : history_) h.push_back(fmnist::epoch_json(e));
     Metadata meta = extra_;
     meta["history"] = h.dump();
     ckpt_->set_extra(meta);
@@ -243,7 +129,7 @@ class Recorder : public Callback<float> {
     json epochs = json::array();
     double seconds = 0, images = 0;
     for (const auto& e : history_) {
-      epochs.push_back(epoch_json(e));
+      epochs.push_back(fmnist::epoch_json(e));
       seconds += e.seconds;
       images += e.images_per_second * e.seconds;
     }
@@ -252,12 +138,13 @@ class Recorder : public Callback<float> {
                     {"mean_images_per_second", seconds > 0 ? images / seconds : 0.0}};
     if (test != nullptr) m["test"] = *test;
     m["written"] = now_utc();
-    std::ofstream f(out_ + "/metrics.json");
-    if (!f) throw IoError("cannot write '" + out_ + "/metrics.json'");
-    f << m.dump(2) << '\n';
-    fmnist::write_curves_csv(out_ + "/curves.csv", history_);
-    fmnist::write_curves_svg(out_ + "/curves.svg", history_,
-                             "minires fmnist: " + base_["config"]["model"].get<std::string>());
+    write_file_atomically(out_ + "/metrics.json", m.dump(2) + "\n", "fmnist");
+    write_file_atomically(out_ + "/curves.csv", fmnist::curves_csv(history_), "fmnist");
+    write_file_atomically(
+        out_ + "/curves.svg",
+        fmnist::curves_svg(history_,
+                           "minires fmnist: " + base_["config"]["model"].get<std::string>()),
+        "fmnist");
   }
 
  private:
@@ -277,12 +164,22 @@ extern "C" void on_sigint(int) {
 // ---- Commands --------------------------------------------------------------------------------
 
 struct Common {
+  std::string program = "fmnist";  // argv[0], for commands the user can paste
   std::string data = default_fashion_mnist_dir();
   int threads = 0;
 };
 
+// --threads, or else OMP_NUM_THREADS, checked before any parallel region starts; a count above
+// the hardware threads is allowed with a warning.
 void apply_threads(const Common& c) {
   if (c.threads > 0) set_num_threads(c.threads);
+  check_num_threads();
+  if (oversubscribed(num_threads())) {
+    std::fprintf(stderr,
+                 "fmnist: warning: %d threads on %d hardware threads: they share cores, and "
+                 "training runs slower than with --threads %d\n",
+                 num_threads(), hardware_threads(), hardware_threads());
+  }
 }
 
 // Says which views of each image an evaluation averages (test-time augmentation), if more than one.
@@ -304,44 +201,157 @@ FashionMnistSplit<float> load_data(const std::string& dir, const Config& c) {
   if (c.augment == 1) options.augmentation();
   if (c.augment == 2) options.augmentation(0);  // flips only
   auto split = split_fashion_mnist<float>(data, options);
+  if (c.limit > split.train.size()) {
+    throw ValueError("--limit: expected at most the " + std::to_string(split.train.size()) +
+                     " training images, found " + std::to_string(c.limit));
+  }
   if (c.limit > 0) split.train = split.train.first(c.limit);
   return split;
 }
 
-int train_command(Config cfg, const Common& common, const std::string& out, bool resume,
-                  bool epochs_given) {
-  apply_threads(common);
-  fs::create_directories(out);
-  const std::string last = out + "/last.mrm", best = out + "/best.mrm";
+// Every data set the run will use has the samples and labels the model takes, checked before
+// the first step (not after the last epoch).
+void check_data(const Model<float>& model, const FashionMnistSplit<float>& split) {
+  detail::check_dataset(model, split.train, "the training images");
+  detail::check_dataset(model, split.validation, "the validation images");
+  detail::check_dataset(model, split.test, "the test images");
+}
 
+// The files a run writes into its --out directory.
+const char* const run_files[] = {"last.mrm", "best.mrm", "metrics.json", "curves.csv",
+                                 "curves.svg"};
+
+// Holds an exclusive lock on DIR/fmnist.lock while a run writes into DIR: a second run into the
+// same directory fails at once instead of overwriting the first run's files.
+class DirectoryLock {
+ public:
+  explicit DirectoryLock(const std::string& dir) {
+    const std::string path = dir + "/fmnist.lock";
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) {
+      throw IoError("--out '" + dir + "': cannot create '" + path + "': " + std::strerror(errno));
+    }
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd_);
+      throw IoError("--out '" + dir + "': another fmnist run is writing into this directory; " +
+                    "wait for it to end or choose another --out");
+    }
+  }
+  ~DirectoryLock() { ::close(fd_); }
+  DirectoryLock(const DirectoryLock&) = delete;
+  DirectoryLock& operator=(const DirectoryLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+// Creates --out (a directory).
+void prepare_output_directory(const std::string& out) {
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  if (ec) throw IoError("--out '" + out + "': cannot create the directory: " + ec.message());
+}
+
+// --overwrite is the only way to start a new run where one was saved before.
+void refuse_to_overwrite(const std::string& out, const Common& common) {
+  std::string found;
+  std::error_code ec;
+  for (const char* f : run_files)
+    if (fs::exists(fs::path(out) / f, ec)) found += (found.empty() ? "" : ", ") + std::string(f);
+  if (found.empty()) return;
+  throw IoError("--out '" + out + "' already holds a run (" + found +
+                "); continue it with: " + common.program + " train --out " + out +
+                " --resume; or start a new run over it with --overwrite, or choose another --out");
+}
+
+// The settings given on the command line that differ from the stored run's (which win).
+std::string resume_conflicts(const Config& given_cfg, const std::vector<std::string>& given,
+                             const Config& stored) {
+  const json g = given_cfg.to_json(), st = stored.to_json();
+  auto text = [](const json& v) {
+    if (v.is_boolean()) return std::string(v.get<bool>() ? "on" : "off");
+    if (v.is_string()) return v.get<std::string>();
+    return v.dump();
+  };
+  std::string conflicts;
+  for (const auto& key : given) {
+    if (g.at(key) != st.at(key)) {
+      std::string flag = key;
+      std::replace(flag.begin(), flag.end(), '_', '-');
+      if (key == "warmup_epochs") flag = "warmup";
+      conflicts += (conflicts.empty() ? "" : ", ") + std::string("--") + flag + " " +
+                   text(g.at(key)) + " (the run has " + text(st.at(key)) + ")";
+    }
+  }
+  return conflicts;
+}
+
+// `given`: the config keys set on the command line; `epochs_given`: --epochs was one of them.
+int train_command(Config cfg, const std::vector<std::string>& given, const Common& common,
+                  const std::string& out, bool resume, bool overwrite) {
+  if (resume && overwrite)
+    throw ValueError("--resume continues the run in --out and --overwrite replaces it: give one");
+  std::signal(SIGINT, on_sigint);  // from here on Ctrl-C stops cleanly, also while loading
+  apply_threads(common);
+  const std::string last = out + "/last.mrm", best = out + "/best.mrm";
+  std::error_code ec;
+  if (fs::exists(out, ec) && !fs::is_directory(out, ec))
+    throw IoError("--out '" + out + "': expected a directory, found a file");
+
+  // Checks that only read come first: a bad --resume or --out fails before the data loads.
   std::vector<EpochStats> history;
-  double best_value = 0;
-  bool has_best = false;
-  Metadata resumed;
+  fmnist::StoredRun stored;
   if (resume) {
-    if (!fs::exists(last))
+    if (!fs::exists(last, ec)) {
       throw IoError("--resume: no checkpoint at '" + last + "' (train without --resume first)");
-    resumed = read_metadata(last);
+    }
+    stored = fmnist::stored_run(read_metadata(last), last);
+    // The stored settings win; --epochs may extend the run; any other flag must agree.
+    std::vector<std::string> compared;
+    for (const auto& key : given)
+      if (key != "epochs") compared.push_back(key);
+    const std::string conflicts = resume_conflicts(cfg, compared, stored.config);
+    if (!conflicts.empty()) {
+      throw ValueError("--resume continues the run in '" + out + "' with its stored settings; " +
+                       conflicts + " would change it: drop the flag, or start a new run with " +
+                       "another --out (or --overwrite)");
+    }
     const index_t epochs = cfg.epochs;
-    cfg = Config::from_json(json::parse(resumed.at("config")));
-    if (epochs_given) cfg.epochs = epochs;  // continue further than first planned
-    for (const auto& e : json::parse(resumed.at("history"))) history.push_back(epoch_from_json(e));
-    best_value = std::stod(resumed.at("best"));
-    has_best = true;
+    const bool epochs_given = std::find(given.begin(), given.end(), "epochs") != given.end();
+    cfg = stored.config;
+    if (epochs_given) {
+      if (epochs < stored.epoch) {
+        throw ValueError("--epochs " + std::to_string(epochs) + ": the run in '" + out +
+                         "' already completed epoch " + std::to_string(stored.epoch) +
+                         "; expected at least that many");
+      }
+      cfg.epochs = epochs;  // continue further than first planned
+    }
+    history = stored.history;
+  } else if (!overwrite) {
+    refuse_to_overwrite(out, common);
   }
   cfg.apply_model_defaults();
+  cfg.validate("");
 
   Model<float> model = fmnist::build_model<float>(cfg.model);
   model.init(cfg.seed);
   auto split = load_data(common.data, cfg);
+  check_data(model, split);
+
+  // Now the run writes into --out: lock it, clear what a killed run left, and for
+  // --overwrite delete the earlier run.
+  prepare_output_directory(out);
+  const DirectoryLock lock(out);
+  for (const auto& name : remove_stale_temporaries(out))
+    std::printf("removed %s/%s, left by a run that was killed while saving\n", out.c_str(),
+                name.c_str());
+  if (overwrite)
+    for (const char* f : run_files) fs::remove(fs::path(out) / f, ec);
   const index_t steps = (split.train.size() + cfg.batch_size - 1) / cfg.batch_size;
   auto optimizer = make_optimizer(cfg);
   optimizer->attach(model.params());
-  index_t initial_epoch = 0;
-  if (resume) {
-    load(model, last, optimizer.get());
-    initial_epoch = std::stoll(resumed.at("epoch"));
-  }
+  if (resume) load(model, last, optimizer.get());
 
   std::printf(
       "minires %s  model %s  threads %d  train %lld  validation %lld  test %lld\n", version_string,
@@ -349,9 +359,11 @@ int train_command(Config cfg, const Common& common, const std::string& out, bool
       static_cast<long long>(split.validation.size()), static_cast<long long>(split.test.size()));
   std::printf("config %s\n", cfg.to_json().dump().c_str());
   std::fputs(model.summary().c_str(), stdout);
-  if (resume)
-    std::printf("resuming after epoch %lld from %s\n", static_cast<long long>(initial_epoch),
-                last.c_str());
+  if (resume) {
+    std::printf("resuming after epoch %lld from %s, with the settings stored there%s\n",
+                static_cast<long long>(stored.epoch), last.c_str(),
+                cfg.epochs != stored.config.epochs ? " (--epochs extends the run)" : "");
+  }
 
   FitOptions fo;
   fo.epochs = cfg.epochs;
@@ -359,14 +371,14 @@ int train_command(Config cfg, const Common& common, const std::string& out, bool
   fo.seed = cfg.seed;
   fo.augment = cfg.augment != 0;
   fo.schedule = make_schedule(cfg, steps);
-  fo.initial_epoch = initial_epoch;
+  fo.initial_epoch = stored.epoch;
   fo.precise_bn_batches = cfg.precise_bn;
   fo.interrupt = &g_interrupted;
 
   const Metadata extra = {
       {"model", cfg.model}, {"config", cfg.to_json().dump()}, {"minires", version_string}};
   ModelCheckpoint<float> checkpoint(last, best, Monitor::ValAccuracy, extra);
-  if (has_best) checkpoint.set_best(best_value);
+  if (resume) checkpoint.set_best(stored.best, stored.best_epoch);
   json base = {
       {"minires_version", version_string},
       {"config", cfg.to_json()},
@@ -384,26 +396,32 @@ int train_command(Config cfg, const Common& common, const std::string& out, bool
   loss_options.label_smoothing = cfg.label_smoothing;
   SoftmaxCrossEntropy<float> loss(loss_options);
 
-  std::signal(SIGINT, on_sigint);
   const History h = fit(model, loss, *optimizer, split.train, &split.validation, fo,
                         {&progress, &recorder, &checkpoint});
   std::signal(SIGINT, SIG_DFL);
   fmnist::print_epoch_table(stdout, recorder.history());
-  if (h.interrupted) {
-    const index_t done = recorder.history().empty() ? 0 : recorder.history().back().epoch;
-    std::printf(
-        "\ninterrupted: %s holds epoch %lld; continue with: fmnist train --out %s --resume\n",
-        last.c_str(), static_cast<long long>(done), out.c_str());
+  if (h.interrupted || g_interrupted.load()) {
+    if (recorder.history().empty()) {
+      std::printf(
+          "\ninterrupted before the first epoch ended: no checkpoint was written, so "
+          "there is nothing to resume; start again with: %s train --out %s%s\n",
+          common.program.c_str(), out.c_str(), overwrite ? " --overwrite" : "");
+    } else {
+      std::printf("\ninterrupted: %s holds epoch %lld; continue with: %s train --out %s --resume\n",
+                  last.c_str(), static_cast<long long>(recorder.history().back().epoch),
+                  common.program.c_str(), out.c_str());
+    }
     return 130;
   }
-  if (!fs::exists(best))
+  if (!fs::exists(best, ec))
     throw Error("training ran no epoch: nothing to evaluate (epochs " + std::to_string(cfg.epochs) +
                 ")");
 
   // Test accuracy of the checkpoint with the best validation accuracy.
   const Metadata best_meta = load(model, best);
-  std::printf("\nbest validation accuracy %s at epoch %s (%s)\n", best_meta.at("best").c_str(),
-              best_meta.at("best_epoch").c_str(), best.c_str());
+  const fmnist::StoredRun best_run = fmnist::stored_run(best_meta, best);
+  std::printf("\nbest validation accuracy %.6f at epoch %lld (%s)\n", best_run.best,
+              static_cast<long long>(best_run.best_epoch), best.c_str());
   EvalOptions eo;
   eo.batch_size = cfg.batch_size;  // the planned buffers
   eo.flip = cfg.tta == 1;
@@ -415,7 +433,7 @@ int train_command(Config cfg, const Common& common, const std::string& out, bool
       std::vector<std::string>(fashion_mnist_class_names.begin(), fashion_mnist_class_names.end()));
   json t = evaluation_json(test);
   t["checkpoint"] = best;
-  t["best_epoch"] = std::stoll(best_meta.at("best_epoch"));
+  t["best_epoch"] = best_run.best_epoch;
   recorder.write(&t);
   std::printf("\nwrote %s/{best.mrm,last.mrm,metrics.json,curves.csv,curves.svg}\n", out.c_str());
   return 0;
@@ -423,11 +441,7 @@ int train_command(Config cfg, const Common& common, const std::string& out, bool
 
 // Builds the model a checkpoint was trained as and loads it.
 Model<float> load_checkpoint(const std::string& path, Config* cfg) {
-  const Metadata meta = read_metadata(path);
-  auto it = meta.find("config");
-  if (it == meta.end())
-    throw FormatError("'" + path + "' was not written by fmnist (no config in its metadata)");
-  *cfg = Config::from_json(json::parse(it->second));
+  *cfg = fmnist::stored_run(read_metadata(path), path, /*training_state=*/false).config;
   Model<float> model = fmnist::build_model<float>(cfg->model);
   model.init(0);
   load(model, path);
@@ -475,6 +489,13 @@ int predict_command(const std::string& path, const std::string& images_path, ind
   if (!images_path.empty()) {
     auto li = std::make_shared<LabelledImages>();
     li->images = read_idx_images(images_path);
+    const Shape sample = split.test.sample_shape();
+    if (li->images.rows != sample[1] || li->images.cols != sample[2]) {
+      throw ShapeError("--images '" + images_path + "': the model takes " +
+                       std::to_string(sample[1]) + "x" + std::to_string(sample[2]) +
+                       " images, found " + std::to_string(li->images.rows) + "x" +
+                       std::to_string(li->images.cols));
+    }
     li->labels.assign(static_cast<std::size_t>(li->images.count), 0);
     custom = li;
     ImageDatasetOptions o;
@@ -514,106 +535,185 @@ int predict_command(const std::string& path, const std::string& images_path, ind
 
 }  // namespace
 
+// ---- Command line -----------------------------------------------------------------------------
+
+// A validator for a number from lo to hi: the whole argument must be one number of V's kind (an
+// integer for integral V; finite), with a message that says what was expected and what was found.
+template <class V>
+CLI::Validator in_range(V lo, V hi, bool open_lo = false) {
+  const std::string range =
+      std::is_integral<V>::value
+          ? std::string("an integer from ") + std::to_string(lo) + " to " + std::to_string(hi)
+          : std::string("a number ") + (open_lo ? "above " : "from ") +
+                fmnist::num(static_cast<double>(lo)) + (open_lo ? ", at most " : " to ") +
+                fmnist::num(static_cast<double>(hi));
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        bool ok = false;
+        if constexpr (std::is_integral<V>::value) {
+          index_t v = 0;
+          ok = fmnist::parse_index(text, v) && v >= static_cast<index_t>(lo) &&
+               v <= static_cast<index_t>(hi);
+        } else {
+          double v = 0;
+          ok = fmnist::parse_finite(text, v) && (open_lo ? v > lo : v >= lo) && v <= hi;
+        }
+        return ok ? std::string() : "expected " + range + ", found '" + text + "'";
+      },
+      "[" + fmnist::num(static_cast<double>(lo)) + ", " + fmnist::num(static_cast<double>(hi)) +
+          "]");
+}
+
+// --seed: a whole non-negative integer below 2^64 (no sign: "-1" is not 2^64 - 1).
+CLI::Validator seed_value() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        std::uint64_t v = 0;
+        return fmnist::parse_u64(text, v)
+                   ? std::string()
+                   : "expected an integer from 0 to 18446744073709551615, found '" + text + "'";
+      },
+      "UINT64");
+}
+
 int main(int argc, char** argv) {
   CLI::App app{"fmnist: train residual networks on Fashion-MNIST with minires " +
                std::string(version_string)};
   app.require_subcommand(1);
+  // A file-size limit (ulimit -f) then fails a write with EFBIG, reported like a full disk,
+  // instead of killing the program mid-save.
+  std::signal(SIGXFSZ, SIG_IGN);
   Common common;
+  if (argc > 0 && argv[0] != nullptr && std::strchr(argv[0], '/') != nullptr)
+    common.program = argv[0];
   auto add_common = [&](CLI::App* sub) {
     sub->add_option("--data", common.data, "Directory with the Fashion-MNIST IDX files")
         ->capture_default_str();
     sub->add_option("--threads", common.threads,
-                    "Threads (default: OMP_NUM_THREADS, else all cores)")
-        ->check(CLI::PositiveNumber);
+                    "Threads (default: OMP_NUM_THREADS, else all cores; at most " +
+                        std::to_string(max_threads) + ")")
+        ->check(in_range<int>(1, max_threads));
   };
 
   Config cfg;
   std::string out = "fmnist-out";
-  bool resume = false;
+  bool resume = false, overwrite = false;
   std::string augment, standardize, keras_clip, tta;
   auto* train =
       app.add_subcommand("train", "Train a model; writes checkpoints, metrics and curves to --out");
   add_common(train);
-  train->add_option("--model", cfg.model, "Model to train")
-      ->check(CLI::IsMember(fmnist::model_names()))
-      ->capture_default_str();
-  auto* epochs_opt =
-      train->add_option("--epochs", cfg.epochs, "Epochs (default: 20 seed, 40 resnet)")
-          ->check(CLI::PositiveNumber);
-  train->add_option("--batch-size", cfg.batch_size, "Batch size (default 128)")
-      ->check(CLI::PositiveNumber);
-  train
-      ->add_option(
-          "--optimizer", cfg.optimizer,
-          "rmsprop, sgd (Nesterov momentum 0.9), adam or adamw (default: rmsprop seed, sgd resnet)")
-      ->check(CLI::IsMember({"rmsprop", "sgd", "adam", "adamw"}));
-  train->add_option("--lr", cfg.lr, "Base learning rate (default: 1e-3 seed, 0.1 resnet)")
-      ->check(CLI::PositiveNumber);
-  train
-      ->add_option("--weight-decay", cfg.weight_decay,
-                   "Weight decay (default: 0 seed, 5e-4 resnet)")
-      ->check(CLI::Range(0.0, 1.0));
-  train
-      ->add_option("--schedule", cfg.schedule,
-                   "Learning-rate schedule: constant, cosine or step (default: constant seed, "
-                   "cosine resnet)")
-      ->check(CLI::IsMember({"constant", "cosine", "step"}));
-  train
-      ->add_option("--warmup", cfg.warmup_epochs,
-                   "Linear warm-up epochs (default: 0 seed, 1 resnet)")
-      ->check(CLI::NonNegativeNumber);
-  train
-      ->add_option(
-          "--augment", augment,
-          "Random crops (pad 2) and horizontal flips: on, off, or flip (flips only) (default: "
-          "off seed, on resnet)")
-      ->check(CLI::IsMember({"on", "off", "flip"}));
-  train
-      ->add_option(
-          "--standardize", standardize,
-          "Standardise pixels with the training mean/std: on or off (default: off seed, on resnet)")
-      ->check(CLI::IsMember({"on", "off"}));
-  train
-      ->add_option("--keras-clip", keras_clip,
-                   "Keras 2.0's clipped cross-entropy: samples with p(label) < 1e-7 give no "
-                   "gradient: on or off (default: off)")
-      ->check(CLI::IsMember({"on", "off"}));
-  train
-      ->add_option("--precise-bn", cfg.precise_bn,
-                   "After each epoch, recompute the BatchNorm moving statistics as the average "
-                   "over this many training batches (PreciseBN); 0: Keras' momentum averages "
-                   "(default 0)")
-      ->check(CLI::NonNegativeNumber);
-  train
-      ->add_option(
-          "--tta", tta,
-          "Test-time augmentation in the final test: average the predictions of each "
-          "image and its mirror image: on or off (default: as --augment, whose flips it assumes)")
-      ->check(CLI::IsMember({"on", "off"}));
-  train
-      ->add_option(
-          "--tta-shift", cfg.tta_shift,
-          "Test-time augmentation in the final test: also average the predictions of "
-          "the views shifted by this many pixels up, down, left and right (default: 1 with "
-          "--augment on, else 0)")
-      ->check(CLI::Range(0, 13));
-  train
-      ->add_option("--label-smoothing", cfg.label_smoothing,
-                   "Train against targets (1 - s) * onehot + s / 10 (default: 0 seed, 0.1 resnet)")
-      ->check(CLI::Range(0.0, 1.0));
-  train
-      ->add_option("--ema", cfg.ema,
-                   "Validate, checkpoint and test an exponential moving average of the weights "
-                   "with this decay per step, e.g. 0.999 (training itself is unchanged; use with "
-                   "--precise-bn so the BatchNorm statistics follow the averaged weights); 0: off "
-                   "(default 0)")
-      ->check(CLI::Range(0.0, 0.999999));
-  train->add_option("--seed", cfg.seed, "Seed of initialisation, shuffling and augmentation")
-      ->capture_default_str();
-  train->add_option("--limit", cfg.limit, "Train on the first N training images only")
-      ->check(CLI::PositiveNumber);
+  // Each setting's option, by the key it has in the stored configuration (for --resume).
+  std::vector<std::pair<std::string, CLI::Option*>> settings;
+  settings.emplace_back("model", train->add_option("--model", cfg.model, "Model to train")
+                                     ->check(CLI::IsMember(fmnist::model_names()))
+                                     ->capture_default_str());
+  settings.emplace_back(
+      "epochs", train->add_option("--epochs", cfg.epochs, "Epochs (default: 20 seed, 40 resnet)")
+                    ->check(in_range<index_t>(1, Limits::max_epochs)));
+  settings.emplace_back(
+      "batch_size", train->add_option("--batch-size", cfg.batch_size, "Batch size (default 128)")
+                        ->check(in_range<index_t>(1, Limits::max_batch_size)));
+  settings.emplace_back(
+      "optimizer",
+      train
+          ->add_option("--optimizer", cfg.optimizer,
+                       "rmsprop, sgd (Nesterov momentum 0.9), adam or adamw (default: rmsprop "
+                       "seed, sgd resnet)")
+          ->check(CLI::IsMember(fmnist::optimizer_names())));
+  settings.emplace_back(
+      "lr", train->add_option("--lr", cfg.lr, "Base learning rate (default: 1e-3 seed, 0.1 resnet)")
+                ->check(in_range<double>(0, Limits::max_lr, /*open_lo=*/true)));
+  settings.emplace_back("weight_decay",
+                        train
+                            ->add_option("--weight-decay", cfg.weight_decay,
+                                         "Weight decay (default: 0 seed, 5e-4 resnet)")
+                            ->check(in_range<double>(0, 1)));
+  settings.emplace_back(
+      "schedule", train
+                      ->add_option("--schedule", cfg.schedule,
+                                   "Learning-rate schedule: constant, cosine or step (default: "
+                                   "constant seed, cosine resnet)")
+                      ->check(CLI::IsMember(fmnist::schedule_names())));
+  settings.emplace_back("warmup_epochs",
+                        train
+                            ->add_option("--warmup", cfg.warmup_epochs,
+                                         "Linear warm-up epochs (default: 0 seed, 1 resnet)")
+                            ->check(in_range<index_t>(0, Limits::max_warmup)));
+  settings.emplace_back(
+      "augment",
+      train
+          ->add_option("--augment", augment,
+                       "Random crops (pad 2) and horizontal flips: on, off, or flip (flips only) "
+                       "(default: off seed, on resnet)")
+          ->check(CLI::IsMember({"on", "off", "flip"})));
+  settings.emplace_back("standardize",
+                        train
+                            ->add_option("--standardize", standardize,
+                                         "Standardise pixels with the training mean/std: on or off "
+                                         "(default: off seed, on resnet)")
+                            ->check(CLI::IsMember({"on", "off"})));
+  settings.emplace_back(
+      "keras_clip",
+      train
+          ->add_option("--keras-clip", keras_clip,
+                       "Keras 2.0's clipped cross-entropy: samples with p(label) < 1e-7 give no "
+                       "gradient: on or off (default: off)")
+          ->check(CLI::IsMember({"on", "off"})));
+  settings.emplace_back(
+      "precise_bn",
+      train
+          ->add_option("--precise-bn", cfg.precise_bn,
+                       "After each epoch, recompute the BatchNorm moving statistics as the average "
+                       "over this many training batches (PreciseBN); 0: Keras' momentum averages "
+                       "(default 0)")
+          ->check(in_range<index_t>(0, Limits::max_precise_bn)));
+  settings.emplace_back(
+      "tta", train
+                 ->add_option("--tta", tta,
+                              "Test-time augmentation in the final test: average the predictions "
+                              "of each image and its mirror image: on or off (default: as "
+                              "--augment, whose flips it assumes)")
+                 ->check(CLI::IsMember({"on", "off"})));
+  settings.emplace_back(
+      "tta_shift",
+      train
+          ->add_option("--tta-shift", cfg.tta_shift,
+                       "Test-time augmentation in the final test: also average the predictions of "
+                       "the views shifted by this many pixels up, down, left and right (default: 1 "
+                       "with --augment on, else 0)")
+          ->check(in_range<index_t>(0, Limits::max_tta_shift)));
+  settings.emplace_back(
+      "label_smoothing",
+      train
+          ->add_option("--label-smoothing", cfg.label_smoothing,
+                       "Train against targets (1 - s) * onehot + s / 10 (default: 0 seed, 0.1 "
+                       "resnet)")
+          ->check(in_range<double>(0, 1)));
+  settings.emplace_back(
+      "ema",
+      train
+          ->add_option("--ema", cfg.ema,
+                       "Validate, checkpoint and test an exponential moving average of the weights "
+                       "with this decay per step, e.g. 0.999 (training itself is unchanged; use "
+                       "with --precise-bn so the BatchNorm statistics follow the averaged "
+                       "weights); 0: off (default 0)")
+          ->check(in_range<double>(0, Limits::max_ema)));
+  settings.emplace_back("seed", train
+                                    ->add_option("--seed", cfg.seed,
+                                                 "Seed of initialisation, shuffling and "
+                                                 "augmentation, 0 to 2^64 - 1")
+                                    ->check(seed_value())
+                                    ->capture_default_str());
+  settings.emplace_back(
+      "limit", train->add_option("--limit", cfg.limit, "Train on the first N training images only")
+                   ->check(in_range<index_t>(1, Limits::max_limit)));
   train->add_option("--out", out, "Output directory")->capture_default_str();
-  train->add_flag("--resume", resume, "Continue the run saved in --out (its last complete epoch)");
+  train->add_flag("--resume", resume,
+                  "Continue the run saved in --out (its last complete epoch) with its stored "
+                  "settings; --epochs may extend it, other settings must agree with it");
+  train->add_flag("--overwrite", overwrite,
+                  "Start a new run in an --out that holds an earlier run, deleting that run's "
+                  "checkpoints, metrics and curves");
 
   std::string model_file, images;
   index_t count = 10;
@@ -633,11 +733,11 @@ int main(int argc, char** argv) {
       ->add_option("--tta-shift", eval_tta_shift,
                    "Also average the predictions of the views shifted by this many pixels up, "
                    "down, left and right; 0: none (default: as the checkpoint was trained)")
-      ->check(CLI::Range(0, 13));
+      ->check(in_range<index_t>(0, Limits::max_tta_shift));
   evaluate_cmd
       ->add_option("--precise-bn", eval_precise_bn,
                    "First recompute the BatchNorm statistics over this many training batches")
-      ->check(CLI::NonNegativeNumber);
+      ->check(in_range<index_t>(0, Limits::max_precise_bn));
 
   auto* predict_cmd = app.add_subcommand("predict", "Classify images with a saved model");
   add_common(predict_cmd);
@@ -647,7 +747,7 @@ int main(int argc, char** argv) {
   predict_cmd->add_option("--images", images, "An IDX image file (default: the test set)")
       ->check(CLI::ExistingFile);
   predict_cmd->add_option("--count", count, "How many images to classify")
-      ->check(CLI::PositiveNumber)
+      ->check(in_range<index_t>(1, Limits::max_limit))
       ->capture_default_str();
 
   try {
@@ -659,8 +759,11 @@ int main(int argc, char** argv) {
   if (!standardize.empty()) cfg.standardize = standardize == "on";
   if (!keras_clip.empty()) cfg.keras_clip = keras_clip == "on";
   if (!tta.empty()) cfg.tta = tta == "on";
+  std::vector<std::string> given;
+  for (const auto& [key, option] : settings)
+    if (option->count() > 0) given.push_back(key);
   try {
-    if (*train) return train_command(cfg, common, out, resume, epochs_opt->count() > 0);
+    if (*train) return train_command(cfg, given, common, out, resume, overwrite);
     if (*evaluate_cmd)
       return evaluate_command(model_file, common, eval_tta.empty() ? -1 : eval_tta == "on",
                               eval_tta_shift, eval_precise_bn);

@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -74,9 +74,9 @@ inline void print_evaluation(std::FILE* out, const EvalResult& r,
   }
 }
 
-inline void write_curves_csv(const std::string& path, const std::vector<EpochStats>& epochs) {
-  std::ofstream f(path);
-  if (!f) throw minires::IoError("cannot write '" + path + "'");
+// curves.csv: one row per epoch.
+inline std::string curves_csv(const std::vector<EpochStats>& epochs) {
+  std::ostringstream f;
   f << "epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds,images_per_second,learning_"
        "rate\n";
   for (const auto& e : epochs) {
@@ -84,6 +84,7 @@ inline void write_curves_csv(const std::string& path, const std::vector<EpochSta
       << e.val_accuracy << ',' << e.seconds << ',' << e.images_per_second << ',' << e.learning_rate
       << '\n';
   }
+  return f.str();
 }
 
 namespace detail {
@@ -160,8 +161,7 @@ inline std::string svg_panel(double x0, double y0, double w, double h, const std
 }  // namespace detail
 
 // Loss and accuracy curves (train and validation) side by side, as the notebook plotted them.
-inline void write_curves_svg(const std::string& path, const std::vector<EpochStats>& epochs,
-                             const std::string& title) {
+inline std::string curves_svg(const std::vector<EpochStats>& epochs, const std::string& title) {
   std::vector<double> tl, vl, ta, va;
   for (const auto& e : epochs) {
     tl.push_back(e.train_loss);
@@ -182,9 +182,7 @@ inline void write_curves_svg(const std::string& path, const std::vector<EpochSta
   svg += detail::svg_panel(570, 60, 400, 300, "accuracy",
                            {{"train", "#1f77b4", ta}, {"validation", "#d62728", va}}, n);
   svg += "</svg>\n";
-  std::ofstream f(path);
-  if (!f) throw minires::IoError("cannot write '" + path + "'");
-  f << svg;
+  return svg;
 }
 
 }  // namespace fmnist

@@ -1,0 +1,138 @@
+// The fmnist example's stored-run parsing (examples/fmnist/config.hpp): what --resume and
+// `evaluate` read from a checkpoint's metadata. Every malformed field is a FormatError naming the
+// file and the field, never a raw std::stoll / std::map::at / JSON exception.
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include "../examples/fmnist/config.hpp"
+
+using namespace minires;
+using Catch::Contains;
+
+namespace {
+
+// The metadata fmnist train writes after epoch 2 of a seed-model run.
+Metadata good_metadata() {
+  fmnist::Config c;
+  c.model = "seed";
+  c.apply_model_defaults();
+  fmnist::json history = fmnist::json::array();
+  for (index_t e = 1; e <= 2; ++e) {
+    EpochStats s;
+    s.epoch = e;
+    s.train_loss = 1.0 / static_cast<double>(e);
+    s.train_accuracy = 0.5;
+    s.val_accuracy = 0.4 + 0.1 * static_cast<double>(e);
+    s.val_loss = 1.0;
+    s.learning_rate = 1e-3;
+    s.seconds = 2;
+    s.images_per_second = 1000;
+    history.push_back(fmnist::epoch_json(s));
+  }
+  return {{"config", c.to_json().dump()}, {"history", history.dump()}, {"epoch", "2"},
+          {"best", "0.600000"},           {"best_epoch", "2"},         {"model", "seed"}};
+}
+
+std::string error_of(const Metadata& m) {
+  try {
+    fmnist::stored_run(m, "run/last.mrm");
+  } catch (const FormatError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+}  // namespace
+
+TEST_CASE("a stored run reads back what fmnist train wrote") {
+  const fmnist::StoredRun run = fmnist::stored_run(good_metadata(), "run/last.mrm");
+  CHECK(run.config.model == "seed");
+  CHECK(run.config.optimizer == "rmsprop");
+  CHECK(run.epoch == 2);
+  CHECK(run.best_epoch == 2);
+  CHECK(run.best == Approx(0.6));
+  REQUIRE(run.history.size() == 2);
+  CHECK(run.history[1].val_accuracy == Approx(0.6));
+}
+
+TEST_CASE("every malformed field of a stored run is a FormatError naming file and field") {
+  auto with = [](const std::string& key, const std::string& value) {
+    Metadata m = good_metadata();
+    m[key] = value;
+    return error_of(m);
+  };
+  auto without = [](const std::string& key) {
+    Metadata m = good_metadata();
+    m.erase(key);
+    return error_of(m);
+  };
+  CHECK_THAT(without("config"), Contains("run/last.mrm") && Contains("'config'"));
+  CHECK_THAT(without("best_epoch"), Contains("'best_epoch'"));
+  CHECK_THAT(with("epoch", "two"), Contains("metadata 'epoch'") && Contains("'two'"));
+  CHECK_THAT(with("epoch", "9223372036854775808"), Contains("metadata 'epoch'"));
+  CHECK_THAT(with("epoch", "3"), Contains("'history'") && Contains("expected 3 epochs"));
+  CHECK_THAT(with("best", "1e999"), Contains("metadata 'best'"));
+  CHECK_THAT(with("best", "nan"), Contains("metadata 'best'"));
+  CHECK_THAT(with("best_epoch", "5"), Contains("metadata 'best_epoch'") && Contains("0 to 2"));
+  CHECK_THAT(with("config", "{not json"), Contains("'config'") && Contains("valid JSON"));
+  CHECK_THAT(with("config", "[1, 2]"), Contains("'config'") && Contains("JSON object"));
+  CHECK_THAT(with("history", "{}"), Contains("'history'") && Contains("array"));
+  CHECK_THAT(with("history", "[1, 2]"), Contains("'history'") && Contains("entry 0"));
+
+  auto config_with = [&](const std::string& key, const fmnist::json& value) {
+    fmnist::json c = fmnist::json::parse(good_metadata().at("config"));
+    c[key] = value;
+    return with("config", c.dump());
+  };
+  auto config_without = [&](const std::string& key) {
+    fmnist::json c = fmnist::json::parse(good_metadata().at("config"));
+    c.erase(key);
+    return with("config", c.dump());
+  };
+  CHECK_THAT(config_without("lr"), Contains("field 'lr'"));
+  CHECK_THAT(config_with("lr", "fast"), Contains("field 'lr'") && Contains("a number"));
+  CHECK_THAT(config_with("lr", -1.0), Contains("'lr'") && Contains("above 0"));
+  CHECK_THAT(config_with("epochs", 1.5), Contains("field 'epochs'") && Contains("integer"));
+  CHECK_THAT(config_with("epochs", 9223372036854775807LL), Contains("'epochs'"));
+  CHECK_THAT(config_with("batch_size", 0), Contains("'batch_size'"));
+  CHECK_THAT(config_with("seed", -1), Contains("field 'seed'") && Contains("non-negative"));
+  CHECK_THAT(config_with("model", "vgg"), Contains("'model'") && Contains("resnet"));
+  CHECK_THAT(config_with("augment", "sideways"), Contains("field 'augment'"));
+  CHECK_THAT(config_with("standardize", 1), Contains("field 'standardize'"));
+  CHECK_THAT(config_with("tta_shift", 99), Contains("'tta_shift'"));
+}
+
+TEST_CASE("checkpoints written before a field existed still read, with the old defaults") {
+  Metadata m = good_metadata();
+  fmnist::json c = fmnist::json::parse(m.at("config"));
+  for (const char* key : {"keras_clip", "precise_bn", "tta", "tta_shift", "label_smoothing", "ema"})
+    c.erase(key);
+  c["augment"] = false;  // a bool before "flip" existed
+  m["config"] = c.dump();
+  m["best_epoch"] = "0";  // what a resume wrote before the best epoch was carried over
+  const fmnist::StoredRun run = fmnist::stored_run(m, "old.mrm");
+  CHECK(run.config.augment == 0);
+  CHECK(run.config.ema == 0.0);
+  CHECK(run.best_epoch == 0);
+}
+
+TEST_CASE("strict number parsing for flags and metadata") {
+  index_t v = 0;
+  CHECK(fmnist::parse_index("42", v));
+  CHECK(v == 42);
+  CHECK(fmnist::parse_index("-3", v));
+  CHECK(v == -3);
+  for (const char* bad : {"", " 1", "1 ", "1e3", "0x10", "9223372036854775808", "+1", "--1"})
+    CHECK_FALSE(fmnist::parse_index(bad, v));
+  std::uint64_t u = 0;
+  CHECK(fmnist::parse_u64("18446744073709551615", u));
+  CHECK_FALSE(fmnist::parse_u64("18446744073709551616", u));
+  CHECK_FALSE(fmnist::parse_u64("-1", u));
+  double d = 0;
+  CHECK(fmnist::parse_finite("1e-3", d));
+  CHECK_FALSE(fmnist::parse_finite("1e400", d));
+  CHECK_FALSE(fmnist::parse_finite("inf", d));
+  CHECK_FALSE(fmnist::parse_finite("nan", d));
+  CHECK_FALSE(fmnist::parse_finite("0.1x", d));
+}
