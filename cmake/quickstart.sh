@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # minires quick start: installs what is missing, builds, and then
 #   train [fmnist args...]  trains the Fashion-MNIST example (fmnist train; --help lists options)
-#   test                    builds and runs the whole test suite (release, then ASan+UBSan)
+#   test                    builds and runs the whole test suite (release, then ASan+UBSan,
+#                           then each fuzz target for MINIRES_FUZZ_SECONDS, default 60)
 #   deps                    only installs the Debian packages minires needs
 # Works on a fresh Debian 12 machine as root or with sudo; idempotent.
 set -euo pipefail
@@ -12,17 +13,20 @@ cd "$root"
 packages=(cmake make g++ libeigen3-dev libxsimd-dev catch2 libbenchmark-dev zlib1g-dev
           libcli11-dev nlohmann-json3-dev
           dataset-fashion-mnist)
+# The test command also builds the fuzz targets with clang's libFuzzer (and its OpenMP).
+test_packages=(clang libclang-rt-dev libomp-dev)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-install_deps() {
+install_deps() {  # install_deps [extra packages...]
   local missing=() p
+  local wanted=("${packages[@]}" "$@")
   if command -v dpkg-query >/dev/null 2>&1; then
-    for p in "${packages[@]}"; do
+    for p in "${wanted[@]}"; do
       dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
   else
-    missing=("${packages[@]}")
+    missing=("${wanted[@]}")
   fi
   [ ${#missing[@]} -eq 0 ] && return 0
   if ! command -v apt-get >/dev/null 2>&1; then
@@ -62,16 +66,21 @@ cmd="${1:-}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
   deps)
-    install_deps
+    install_deps "${test_packages[@]}"
     ;;
   test)
-    install_deps
+    install_deps "${test_packages[@]}"
     build release
     log "running the test suite (release)"
     ctest --preset release
     build asan
     log "running the test suite (ASan + UBSan)"
     ctest --preset asan
+    log "configuring and building preset 'fuzz'"
+    cmake --preset fuzz -DMINIRES_FUZZ_SECONDS="${MINIRES_FUZZ_SECONDS:-60}" >/dev/null
+    cmake --build --preset fuzz -j "$jobs"
+    log "running the fuzz targets (libFuzzer, ASan + UBSan), ${MINIRES_FUZZ_SECONDS:-60} s each"
+    ctest --preset fuzz
     ;;
   train)
     install_deps
