@@ -153,7 +153,7 @@ if(FLOCK)
 endif()
 
 # Ctrl-C before the first epoch ends: no checkpoint exists, and the message says so.
-run(FALSE "interrupted before the first epoch ended: no checkpoint was written"
+run(FALSE "interrupted before the first epoch ended: no checkpoint was written.*start again with: .*fmnist train --out"
     timeout --preserve-status -s INT 3 ${FMNIST} train --out ${OUT}/interrupted --data ${DATA})
 if(EXISTS ${OUT}/interrupted/last.mrm)
   message(FATAL_ERROR "an interrupted first epoch left a checkpoint")

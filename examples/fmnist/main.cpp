@@ -165,6 +165,7 @@ extern "C" void on_sigint(int) {
 
 struct Common {
   std::string program = "fmnist";  // argv[0], for commands the user can paste
+  std::string command_line;        // the whole command, quoted for a POSIX shell
   std::string data = default_fashion_mnist_dir();
   int threads = 0;
 };
@@ -404,8 +405,8 @@ int train_command(Config cfg, const std::vector<std::string>& given, const Commo
     if (recorder.history().empty()) {
       std::printf(
           "\ninterrupted before the first epoch ended: no checkpoint was written, so "
-          "there is nothing to resume; start again with: %s train --out %s%s\n",
-          common.program.c_str(), out.c_str(), overwrite ? " --overwrite" : "");
+          "there is nothing to resume; start again with: %s\n",
+          common.command_line.c_str());
     } else {
       std::printf("\ninterrupted: %s holds epoch %lld; continue with: %s train --out %s --resume\n",
                   last.c_str(), static_cast<long long>(recorder.history().back().epoch),
@@ -533,8 +534,6 @@ int predict_command(const std::string& path, const std::string& images_path, ind
   return 0;
 }
 
-}  // namespace
-
 // ---- Command line -----------------------------------------------------------------------------
 
 // A validator for a number from lo to hi: the whole argument must be one number of V's kind (an
@@ -576,6 +575,18 @@ CLI::Validator seed_value() {
       "UINT64");
 }
 
+// `arg` as one word for a POSIX shell: unchanged when it is plain, else in single quotes.
+std::string shell_quoted(const std::string& arg) {
+  if (!arg.empty() && arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                            "0123456789-_./=:,+@%") == std::string::npos)
+    return arg;
+  std::string q = "'";
+  for (char c : arg) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   CLI::App app{"fmnist: train residual networks on Fashion-MNIST with minires " +
                std::string(version_string)};
@@ -585,7 +596,9 @@ int main(int argc, char** argv) {
   std::signal(SIGXFSZ, SIG_IGN);
   Common common;
   if (argc > 0 && argv[0] != nullptr && std::strchr(argv[0], '/') != nullptr)
-    common.program = argv[0];
+    common.program = shell_quoted(argv[0]);
+  common.command_line = common.program;
+  for (int i = 1; i < argc; ++i) common.command_line += " " + shell_quoted(argv[i]);
   auto add_common = [&](CLI::App* sub) {
     sub->add_option("--data", common.data, "Directory with the Fashion-MNIST IDX files")
         ->capture_default_str();
