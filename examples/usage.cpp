@@ -5,6 +5,7 @@
 //
 //   build/release/examples/usage [epochs]
 #include <minires/minires.hpp>
+#include <minires/models/fashion_mnist.hpp>  // seed_resnet: not part of the umbrella header
 
 #include <cstdio>
 #include <cstdlib>

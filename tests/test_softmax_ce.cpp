@@ -4,7 +4,7 @@
 // than planned, results independent of the thread count, and errors for bad use.
 #include <catch2/catch.hpp>
 
-#include <minires/layers/softmax_cross_entropy.hpp>
+#include <minires/loss/softmax_cross_entropy.hpp>
 #include <minires/testing/gradcheck.hpp>
 
 #include <algorithm>

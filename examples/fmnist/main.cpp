@@ -194,7 +194,12 @@ void print_views(const EvalOptions& eo) {
 }
 
 FashionMnistSplit<float> load_data(const std::string& dir, const Config& c) {
-  const FashionMnist data = load_fashion_mnist(dir);
+  FashionMnist data;
+  try {
+    data = load_fashion_mnist(dir);
+  } catch (const IoError& e) {
+    throw IoError(std::string(e.what()) + " (--data DIR reads them from another directory)");
+  }
   ImageDatasetOptions options;
   if (c.standardize == 1)
     options.standardize(pixel_statistics(data.train->images, 0,

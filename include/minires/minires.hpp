@@ -1,5 +1,7 @@
 // minires: a header-only C++17 library for training residual networks on multicore CPUs.
-// Including this header brings in the whole public API; each header is also usable alone.
+// Including this header brings in the whole library, level by level (docs/architecture.md); each
+// header is also usable alone. The Fashion-MNIST models and loader are not part of it: include
+// <minires/models/fashion_mnist.hpp> for them.
 #pragma once
 
 #include "minires/version.hpp"
@@ -16,6 +18,11 @@
 #include "minires/kernels/gemm.hpp"
 #include "minires/kernels/im2col.hpp"
 
+#include "minires/data/dataset.hpp"
+#include "minires/data/idx.hpp"
+#include "minires/data/image_dataset.hpp"
+#include "minires/data/image_ops.hpp"
+
 #include "minires/init/initializers.hpp"
 
 #include "minires/layers/add.hpp"
@@ -28,11 +35,13 @@
 #include "minires/layers/layer.hpp"
 #include "minires/layers/max_pool2d.hpp"
 #include "minires/layers/relu.hpp"
-#include "minires/layers/softmax_cross_entropy.hpp"
+
+#include "minires/loss/loss.hpp"
+#include "minires/loss/mean_squared_error.hpp"
+#include "minires/loss/softmax_cross_entropy.hpp"
 
 #include "minires/graph/model.hpp"
 #include "minires/graph/residual.hpp"
-#include "minires/models/fashion_mnist.hpp"
 
 #include "minires/optim/adam.hpp"
 #include "minires/optim/optimizer.hpp"
@@ -43,9 +52,6 @@
 #include "minires/io/checkpoint.hpp"
 
 #include "minires/train/callbacks.hpp"
-#include "minires/train/dataset.hpp"
+#include "minires/train/evaluate.hpp"
 #include "minires/train/fit.hpp"
-
-#include "minires/data/fashion_mnist.hpp"
-#include "minires/data/idx.hpp"
-#include "minires/data/image_dataset.hpp"
+#include "minires/train/precise_bn.hpp"

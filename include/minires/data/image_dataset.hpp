@@ -31,8 +31,9 @@
 #include "minires/core/rng.hpp"
 #include "minires/core/span.hpp"
 #include "minires/core/tensor.hpp"
+#include "minires/data/dataset.hpp"
 #include "minires/data/idx.hpp"
-#include "minires/train/dataset.hpp"
+#include "minires/data/image_ops.hpp"
 
 namespace minires {
 
@@ -170,7 +171,7 @@ class ImageDataset : public Dataset<T> {
     d.end_ = begin_ + end;
     return d;
   }
-  // The first min(n, size()) samples (a --limit option).
+  // The first min(n, size()) samples.
   ImageDataset first(index_t n) const {
     if (n < 0) throw ValueError("ImageDataset::first: expected n >= 0, found " + std::to_string(n));
     return range(0, std::min(n, size()));
@@ -217,24 +218,8 @@ class ImageDataset : public Dataset<T> {
 
   // dst(y, x) = img(y - dy, x - dx), img = src mirrored when flip, background outside.
   void shift_flip(const std::uint8_t* src, T* dst, index_t dy, index_t dx, bool flip) const {
-    const index_t h = data_->images.rows, w = data_->images.cols;
-    const T background = lut_[0];
-    const index_t x0 = std::max<index_t>(0, dx), x1 = std::min(w, w + dx);
-    for (index_t y = 0; y < h; ++y, dst += w) {
-      const index_t sy = y - dy;
-      if (sy < 0 || sy >= h) {
-        std::fill(dst, dst + w, background);
-        continue;
-      }
-      const std::uint8_t* row = src + sy * w;
-      std::fill(dst, dst + x0, background);
-      if (flip) {
-        for (index_t x = x0; x < x1; ++x) dst[x] = lut_[row[w - 1 - (x - dx)]];
-      } else {
-        for (index_t x = x0; x < x1; ++x) dst[x] = lut_[row[x - dx]];
-      }
-      std::fill(dst + x1, dst + w, background);
-    }
+    shift_flip_image(src, dst, data_->images.rows, data_->images.cols, dy, dx, flip,
+                     Border::Constant, lut_[0], [this](std::uint8_t p) { return lut_[p]; });
   }
 
   std::shared_ptr<const LabelledImages> data_;

@@ -36,7 +36,6 @@
 #include "minires/core/tensor.hpp"
 #include "minires/kernels/elementwise.hpp"
 #include "minires/layers/layer.hpp"
-#include "minires/layers/relu.hpp"
 
 namespace minires {
 
@@ -481,8 +480,8 @@ class Model {
     const int out = output_id();
     for (std::size_t i = 0; i < nodes_.size(); ++i) {
       NodeData& n = nodes_[i];
-      if (static_cast<int>(i) == out || n.inputs.size() != 1 ||
-          dynamic_cast<ReLU<T>*>(n.layer.get()) == nullptr) {
+      if (static_cast<int>(i) == out || n.inputs.size() != 1 || n.layer == nullptr ||
+          !n.layer->is_relu()) {
         continue;
       }
       const int p = n.inputs[0];

@@ -116,6 +116,10 @@ class BatchNorm : public UnaryLayer<T> {
     averaged_ = 0;
   }
   bool averaging() const noexcept { return averaging_; }
+  bool set_statistics_averaging(bool on) override {
+    set_averaging(on);
+    return true;
+  }
 
   bool can_fuse_relu() const override { return true; }
   void set_fused_relu(bool on) override { fused_relu_ = on; }

@@ -72,6 +72,14 @@ class Layer {
     if (on) throw ValueError(std::string(type()) + ": cannot fuse a ReLU");
   }
   virtual bool fused_relu() const { return false; }
+  // True for the ReLU layer: what Model fuses into a layer that can_fuse_relu().
+  virtual bool is_relu() const { return false; }
+
+  // Layers that keep moving statistics of their inputs (BatchNorm): while averaging is on,
+  // Mode::Train sets them to the plain average of the batch statistics seen since it was turned
+  // on (PreciseBN: recompute_batch_norm_statistics). Returns false, and does nothing, for a
+  // layer without such statistics.
+  virtual bool set_statistics_averaging(bool /*on*/) { return false; }
 
   // Number of trainable scalars.
   index_t param_count() {

@@ -11,6 +11,7 @@ template <class T>
 class ReLU final : public UnaryLayer<T> {
  public:
   const char* type() const override { return "ReLU"; }
+  bool is_relu() const override { return true; }
 
   Shape output_shape(Span<const Shape> inputs) const override {
     this->expect_inputs(inputs, 1);

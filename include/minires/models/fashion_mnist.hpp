@@ -12,8 +12,11 @@
 //                         14x14, 7x7 and 4x4, global average pooling, Dense 10 (~0.39 M
 //                         parameters, ~18 M multiply-adds per image).
 // The final Dense layer outputs logits; the softmax is part of the loss (SoftmaxCrossEntropy).
+// Including this header also brings the Fashion-MNIST loader (data/fashion_mnist.hpp); neither
+// is part of <minires/minires.hpp>.
 #pragma once
 
+#include "minires/data/fashion_mnist.hpp"
 #include "minires/graph/model.hpp"
 #include "minires/graph/residual.hpp"
 #include "minires/layers/avg_pool2d.hpp"

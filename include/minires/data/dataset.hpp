@@ -1,4 +1,5 @@
-// Datasets: labelled samples that the training loop gathers into batches.
+// Datasets: labelled samples that the training loop gathers into batches (Dataset), and samples
+// held in one tensor (TensorDataset).
 #pragma once
 
 #include <cstdint>

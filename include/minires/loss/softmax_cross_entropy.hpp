@@ -1,5 +1,5 @@
 // SoftmaxCrossEntropy<T>: softmax and categorical cross-entropy fused, over logits (N, K) and
-// class-index labels, returning the batch-mean loss. Not a Layer: it ends the graph.
+// class-index labels, returning the batch-mean loss (a Loss, loss/loss.hpp).
 //
 // Keras 2.0 Dense(K, activation='softmax') + loss='categorical_crossentropy' with one-hot
 // targets is keras_clip = true (the default): the reported loss is -log clip(p_label, 1e-7,
@@ -20,6 +20,7 @@
 #include "minires/core/span.hpp"
 #include "minires/core/tensor.hpp"
 #include "minires/kernels/softmax.hpp"
+#include "minires/loss/loss.hpp"
 
 namespace minires {
 
@@ -35,7 +36,7 @@ struct SoftmaxCrossEntropyOptions {
 };
 
 template <class T>
-class SoftmaxCrossEntropy {
+class SoftmaxCrossEntropy : public Loss<T> {
  public:
   using Options = SoftmaxCrossEntropyOptions;
 
@@ -52,9 +53,10 @@ class SoftmaxCrossEntropy {
   }
 
   const Options& options() const noexcept { return options_; }
+  const char* name() const override { return "categorical_crossentropy"; }
 
   // Sizes the buffers for logits of this shape: (largest batch, classes).
-  void setup(const Shape& logits) {
+  void setup(const Shape& logits) override {
     if (logits.rank() != 2 || logits[1] < 1) {
       throw ShapeError(
           "SoftmaxCrossEntropy: expected logits of shape (batch, classes) with "
@@ -70,7 +72,7 @@ class SoftmaxCrossEntropy {
 
   // L = (1/N) sum_n -sum_k y_nk log p_nk,  p_n = softmax(logits_n)   (clipped: see Options)
   // Caches p and the labels for backward(). labels: N class indices in [0, K).
-  T forward(const Tensor<T>& logits, Span<const std::int32_t> labels) {
+  T forward(const Tensor<T>& logits, Span<const std::int32_t> labels) override {
     check_logits(logits.shape());
     const index_t n = logits.dim(0), k = logits.dim(1);
     if (static_cast<index_t>(labels.size()) != n) {
@@ -101,7 +103,7 @@ class SoftmaxCrossEntropy {
   // in general dlogits_k += scale * (p_k * sum_{j in U} y_j - [k in U] y_k) / N, U = the classes
   // with p inside [epsilon, 1 - epsilon]. For one-hot targets: 0 for a row whose p_label is
   // clipped, p - y otherwise (Keras 2.0's tf.clip_by_value passes no gradient outside).
-  void backward(Tensor<T>& dlogits, T scale = T(1)) const {
+  void backward(Tensor<T>& dlogits, T scale = T(1)) const override {
     if (batch_ < 0) {
       throw ValueError("SoftmaxCrossEntropy: expected forward() before backward(), found none");
     }

@@ -1,0 +1,32 @@
+// The loss contract: what fit() needs of a loss. A loss ends the graph: it compares the model's
+// output (N, ...) with one class label per sample and gives the batch-mean loss and its gradient.
+//
+//   setup(output)          sizes every buffer for outputs of this shape (dimension 0: the
+//                          largest batch); nothing is allocated after it.
+//   forward(out, labels)   the batch-mean loss; caches what backward needs.
+//   backward(dout, scale)  ACCUMULATES dout += scale * dL/dout for the last forward.
+//
+// Losses: SoftmaxCrossEntropy (loss/softmax_cross_entropy.hpp, the default for classifiers) and
+// MeanSquaredError against one-hot targets (loss/mean_squared_error.hpp).
+#pragma once
+
+#include <cstdint>
+
+#include "minires/core/shape.hpp"
+#include "minires/core/span.hpp"
+#include "minires/core/tensor.hpp"
+
+namespace minires {
+
+template <class T>
+class Loss {
+ public:
+  virtual ~Loss() = default;
+  // Keras' name of the loss ("categorical_crossentropy", "mean_squared_error").
+  virtual const char* name() const = 0;
+  virtual void setup(const Shape& output) = 0;
+  virtual T forward(const Tensor<T>& output, Span<const std::int32_t> labels) = 0;
+  virtual void backward(Tensor<T>& doutput, T scale = T(1)) const = 0;
+};
+
+}  // namespace minires
