@@ -37,6 +37,8 @@ TEST_CASE("Shape: rank, size, indexing, printing") {
   CHECK(Shape{10}.str() == "(10,)");
   CHECK(Shape{}.size() == 1);
   CHECK(s.with_batch(7) == Shape{7, 4, 28, 28});
+  CHECK(Shape{4, 28, 28}.prepend_batch(7) == Shape{7, 4, 28, 28});
+  CHECK(Shape{}.prepend_batch(3) == Shape{3});
   CHECK(s != Shape{128, 4, 28});
   CHECK_THROWS_AS(s[4], ShapeError);
   CHECK_THROWS_AS((Shape{1, 2, 3, 4, 5}), ShapeError);

@@ -184,3 +184,26 @@ TEST_CASE("learning-rate schedules") {
   CHECK_THROWS_AS(Schedule::step(0, 0.5), ValueError);
   CHECK_THROWS_AS(Schedule::cosine(0), ValueError);
 }
+
+TEST_CASE("the step count stays exact past 2^24 steps in float, and a loaded count is taken") {
+  Tensor<float> w(Shape{1}), g(Shape{1});
+  SGD<float> opt(SGDOptions{0.01});
+  opt.attach({{"w", &w, &g}});
+  Tensor<float>* stored = nullptr;
+  for (auto& s : opt.state())
+    if (s.name == "iterations") stored = s.value;
+  REQUIRE(stored != nullptr);
+  (*stored)[0] = 16777216.0f;  // 2^24, as a checkpoint would restore it
+  CHECK(opt.iterations() == 16777216);
+  for (int i = 0; i < 3; ++i) opt.step();
+  CHECK(opt.iterations() == 16777219);  // a float counter would stay at 2^24
+  (*stored)[0] = 5.0f;                  // another checkpoint
+  opt.step();
+  CHECK(opt.iterations() == 6);
+}
+
+TEST_CASE("Adam's weight decay mode is named: L2 or decoupled (AdamW)") {
+  CHECK(std::string(Adam<float>(AdamOptions{}, WeightDecay::Decoupled).name()) == "AdamW");
+  CHECK(std::string(Adam<float>(AdamOptions{}).name()) == "Adam");
+  CHECK(std::string(AdamW<float>().name()) == "AdamW");
+}

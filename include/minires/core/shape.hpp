@@ -59,7 +59,19 @@ class Shape {
 
   const index_t* data() const noexcept { return dims_.data(); }
 
-  // The same shape with dimension 0 replaced by n (used to plan for a batch size).
+  // A batch of n samples of this shape: (n, this shape...). Throws at max_rank.
+  Shape prepend_batch(index_t n) const {
+    if (rank_ >= max_rank) {
+      throw ShapeError("Shape: expected a sample shape of rank below " + std::to_string(max_rank) +
+                       " to add a batch dimension to, found " + str());
+    }
+    index_t d[max_rank];
+    d[0] = n;
+    for (int i = 0; i < rank_; ++i) d[i + 1] = dims_[static_cast<std::size_t>(i)];
+    return from(d, rank_ + 1);
+  }
+
+  // This batched shape with its batch (dimension 0) replaced by n (to plan for a batch size).
   Shape with_batch(index_t n) const {
     if (rank_ == 0) throw ShapeError("Shape(): a scalar has no batch dimension");
     Shape s = *this;

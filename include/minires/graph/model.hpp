@@ -100,7 +100,7 @@ class Model {
     for (Node in : inputs) {
       check_node(in, "Model::add");
       ids.push_back(in.id);
-      in_shapes.push_back(with_batch(nodes_[static_cast<std::size_t>(in.id)].sample_shape, 1));
+      in_shapes.push_back(nodes_[static_cast<std::size_t>(in.id)].sample_shape.prepend_batch(1));
     }
     Shape out;
     try {
@@ -311,7 +311,7 @@ class Model {
     return Node{input_};
   }
   // (n, sample shape...)
-  static Shape batch_shape(const Shape& sample, index_t n) { return with_batch(sample, n); }
+  static Shape batch_shape(const Shape& sample, index_t n) { return sample.prepend_batch(n); }
   // The output of node n for the last forward. With ReLU fusion on, a BatchNorm or Add whose
   // only consumer is a ReLU holds that ReLU's output, and the ReLU's activation is the same
   // tensor.
@@ -395,12 +395,6 @@ class Model {
   };
   using Clock = std::chrono::steady_clock;
 
-  static Shape with_batch(const Shape& sample, index_t n) {
-    index_t d[Shape::max_rank];
-    d[0] = n;
-    for (int i = 0; i < sample.rank(); ++i) d[i + 1] = sample[i];
-    return Shape::from(d, sample.rank() + 1);
-  }
   static Shape drop_batch(const Shape& s) { return Shape::from(s.data() + 1, s.rank() - 1); }
   static std::string batch_str(const Shape& sample) {
     std::string s = "(None";
@@ -500,8 +494,8 @@ class Model {
   void resize_buffers(index_t batch) {
     for (auto& n : nodes_) {
       if (n.fused_into >= 0) continue;
-      n.y.resize(with_batch(n.sample_shape, batch));
-      n.dy.resize(with_batch(n.sample_shape, batch));
+      n.y.resize(n.sample_shape.prepend_batch(batch));
+      n.dy.resize(n.sample_shape.prepend_batch(batch));
     }
   }
 
@@ -510,7 +504,7 @@ class Model {
       if (!n.layer) continue;
       std::vector<Shape> in;
       for (int id : n.inputs)
-        in.push_back(with_batch(nodes_[static_cast<std::size_t>(id)].sample_shape, batch));
+        in.push_back(nodes_[static_cast<std::size_t>(id)].sample_shape.prepend_batch(batch));
       n.layer->setup(Span<const Shape>(in));
     }
   }

@@ -241,13 +241,21 @@ void to_planes(const T* x, index_t gn, index_t image, index_t channels, index_t 
   }
 }
 
+// Where from_columns writes: gn images of planes H x W, `image` elements apart; the product's
+// pixel (r, q) goes to the plane's pixel (sh * r + a, sw * q + b) (one stride phase (a, b)).
+struct ColumnsTarget {
+  index_t images = 1, image = 0, height = 0, width = 0;
+  index_t stride_h = 1, stride_w = 1, phase_h = 0, phase_w = 0;
+};
+
 // The valid columns of a product (rows x gn * image_cols, row stride ld: pixel (r, q) of image j
-// at column j * image_cols + r * Wp + q) into the pixels (sh*r + a, sw*q + b) of images y[0..gn)
-// (rows x H x W each, `image` elements apart): assigned, or added with Accumulate.
+// at column j * image_cols + r * Wp + q) into the planes of y described by t: assigned, or added
+// with Accumulate.
 template <bool Accumulate, class T>
-void from_columns(const T* prod, index_t ld, index_t rows, index_t gn, index_t image, index_t H,
-                  index_t W, index_t sh, index_t sw, index_t a, index_t b, const Conv2DPlan& plan,
-                  T* y) {
+void from_columns(const T* prod, index_t ld, index_t rows, const ColumnsTarget& t,
+                  const Conv2DPlan& plan, T* y) {
+  const index_t gn = t.images, image = t.image, H = t.height, W = t.width;
+  const index_t sh = t.stride_h, sw = t.stride_w, a = t.phase_h, b = t.phase_w;
   const index_t pr = (H - a + sh - 1) / sh, pc = (W - b + sw - 1) / sw;
   for (index_t j = 0; j < gn; ++j) {
     for (index_t r = 0; r < rows; ++r) {
@@ -364,8 +372,8 @@ void conv2d_forward(const T* x, index_t n, const ConvGeometry& g, const T* w, co
                           g.stride_w, plan, col);
         gemm_packed_taps(wp, filters, g.channels, g.kernel_h * g.kernel_w, offsets.forward, col,
                          plan.phases * plan.plane, cols, prod, cols, b);
-        detail::from_columns<false>(prod, cols, filters, gn, out_size, g.out_h, g.out_w, 1, 1, 0, 0,
-                                    plan, y + i * out_size);
+        detail::from_columns<false>(prod, cols, filters, {gn, out_size, g.out_h, g.out_w}, plan,
+                                    y + i * out_size);
         continue;
       }
       const index_t cols = gn * P;
@@ -457,9 +465,10 @@ void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, 
               if (nt == 0) continue;  // no tap reads this phase (1x3 at stride 2: odd rows)
               gemm_packed_taps(wt, g.channels, filters, nt, offsets.adjoint + offsets.begin[p], dyg,
                                plan.plane, pcols, dcol, pcols);
-              detail::from_columns<true>(dcol, pcols, g.channels, gn, in_size, g.height, g.width,
-                                         g.stride_h, g.stride_w, p / g.stride_w, p % g.stride_w,
-                                         plan, dx + i * in_size);
+              const detail::ColumnsTarget phase{
+                  gn,         in_size,    g.height,       g.width,
+                  g.stride_h, g.stride_w, p / g.stride_w, p % g.stride_w};
+              detail::from_columns<true>(dcol, pcols, g.channels, phase, plan, dx + i * in_size);
               wt += packed_a_size(g.channels, filters * nt);
             }
           }

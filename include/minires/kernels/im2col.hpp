@@ -121,19 +121,20 @@ namespace detail {
 // of tap (i, j) is the image shifted by d = (i - pad_top) * W + (j - pad_left) elements,
 //   row[q] = x[q + d]  for q in [q_lo, q_hi)  (output rows whose input row exists),
 // except the ow < pad_left - j and ow >= W - (j - pad_left) entries of each output row, which
-// fall into the left/right padding. One long copy per tap instead of one per output row.
-struct ShiftedTap {
+// fall into the left/right padding. One long copy per tap instead of one per output row. (Not to
+// be confused with the shifted convolutions of kernels/conv2d.hpp, which build no columns at all.)
+struct TapCopy {
   index_t d, q_lo, q_hi, left, right;  // left/right: padded entries at each row's ends
 };
 
-inline bool is_shift_conv(const ConvGeometry& g) noexcept {
+inline bool is_tap_copy_conv(const ConvGeometry& g) noexcept {
   return g.stride_h == 1 && g.stride_w == 1 && g.out_w == g.width;
 }
 
-inline ShiftedTap shifted_tap(const ConvGeometry& g, index_t i, index_t j) noexcept {
+inline TapCopy tap_copy(const ConvGeometry& g, index_t i, index_t j) noexcept {
   const index_t W = g.width, OH = g.out_h;
   const index_t di = i - g.pad_top, dj = j - g.pad_left;
-  ShiftedTap t;
+  TapCopy t;
   t.d = di * W + dj;
   const index_t oh_lo = std::clamp<index_t>(-di, 0, OH);
   const index_t oh_hi = std::clamp<index_t>(g.height - di, oh_lo, OH);
@@ -151,14 +152,14 @@ template <class T>
 void im2col(const T* x, const ConvGeometry& g, T* col, index_t ld) {
   const index_t H = g.height, W = g.width, OH = g.out_h, OW = g.out_w;
   const index_t sh = g.stride_h, sw = g.stride_w;
-  if (detail::is_shift_conv(g)) {
+  if (detail::is_tap_copy_conv(g)) {
     const index_t P = OH * OW;
     for (index_t c = 0; c < g.channels; ++c) {
       const T* xc = x + c * H * W;
       for (index_t i = 0; i < g.kernel_h; ++i) {
         for (index_t j = 0; j < g.kernel_w; ++j) {
           T* row = col + ((c * g.kernel_h + i) * g.kernel_w + j) * ld;
-          const detail::ShiftedTap t = detail::shifted_tap(g, i, j);
+          const detail::TapCopy t = detail::tap_copy(g, i, j);
           std::fill(row, row + t.q_lo, T(0));
           // [q_lo + left, q_hi - right) stays inside x[c]; the entries that wrap around a row
           // end inside it are the padded ones, zeroed below.
@@ -207,19 +208,19 @@ void im2col(const T* x, const ConvGeometry& g, T* col, index_t ld) {
 }
 
 // col: (C*kh*kw, OH*OW) with row stride ld -> x: (C, H, W), accumulating (x += ...).
-// With a stride-1, full-width geometry (see ShiftedTap) the padded entries of col are
+// With a stride-1, full-width geometry (see TapCopy) the padded entries of col are
 // overwritten with zeros so that each tap is one long contiguous addition.
 template <class T>
 void col2im(T* col, const ConvGeometry& g, T* x, index_t ld) {
   const index_t H = g.height, W = g.width, OH = g.out_h, OW = g.out_w;
   const index_t sh = g.stride_h, sw = g.stride_w;
-  if (detail::is_shift_conv(g)) {
+  if (detail::is_tap_copy_conv(g)) {
     for (index_t c = 0; c < g.channels; ++c) {
       T* xc = x + c * H * W;
       for (index_t i = 0; i < g.kernel_h; ++i) {
         for (index_t j = 0; j < g.kernel_w; ++j) {
           T* row = col + ((c * g.kernel_h + i) * g.kernel_w + j) * ld;
-          const detail::ShiftedTap t = detail::shifted_tap(g, i, j);
+          const detail::TapCopy t = detail::tap_copy(g, i, j);
           for (index_t q = t.q_lo; q < t.q_hi; q += W) {
             std::fill(row + q, row + q + t.left, T(0));
             std::fill(row + q + W - t.right, row + q + W, T(0));

@@ -20,11 +20,19 @@ struct AdamOptions {
   double weight_decay = 0.0;
 };
 
+// How Adam applies weight decay: as an L2 term added to the gradient (Adam, Keras), or
+// decoupled from the gradient, shrinking the weights by lr * weight_decay before the step (AdamW).
+enum class WeightDecay { L2, Decoupled };
+
 template <class T>
 class Adam : public Optimizer<T> {
  public:
-  explicit Adam(AdamOptions o = {}, bool decoupled = false)
-      : Optimizer<T>(decoupled ? "AdamW" : "Adam", o.lr), o_(o), decoupled_(decoupled) {
+  explicit Adam(AdamOptions o = {}) : Adam(o, WeightDecay::L2) {}
+  Adam(AdamOptions o, WeightDecay mode)
+      : Optimizer<T>(mode == WeightDecay::Decoupled ? "AdamW" : "Adam", o.lr),
+        o_(o),
+        decoupled_(mode == WeightDecay::Decoupled) {
+    const bool decoupled = decoupled_;
     this->check_range(decoupled ? "AdamW" : "Adam", "beta1", o.beta1, 0.0, 1.0 - 1e-12);
     this->check_range(decoupled ? "AdamW" : "Adam", "beta2", o.beta2, 0.0, 1.0 - 1e-12);
     this->check_range(decoupled ? "AdamW" : "Adam", "epsilon", o.epsilon, 0.0, 1.0);
@@ -59,7 +67,7 @@ class Adam : public Optimizer<T> {
 template <class T>
 class AdamW : public Adam<T> {
  public:
-  explicit AdamW(AdamOptions o = {}) : Adam<T>(o, /*decoupled=*/true) {}
+  explicit AdamW(AdamOptions o = {}) : Adam<T>(o, WeightDecay::Decoupled) {}
 };
 
 }  // namespace minires

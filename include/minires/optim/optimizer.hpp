@@ -51,6 +51,8 @@ class Optimizer {
     }
     iterations_.resize(Shape{1});
     iterations_.zero();
+    steps_ = 0;
+    stored_steps_ = T(0);
     reset_averages();
   }
 
@@ -59,8 +61,10 @@ class Optimizer {
   // Applies one update to every attached parameter.
   void step() {
     if (params_.empty()) throw ValueError(std::string(name()) + ": step() before attach()");
-    const double t = static_cast<double>(iterations_[0]);
-    iterations_[0] += T(1);
+    steps_ = iterations();  // a checkpoint may have been loaded into iterations_
+    const double t = static_cast<double>(steps_);
+    ++steps_;
+    iterations_[0] = stored_steps_ = static_cast<T>(steps_);
     for (std::size_t i = 0; i < params_.size(); ++i) {
       update(*params_[i].value, *params_[i].grad, slots_[i]);
     }
@@ -100,9 +104,13 @@ class Optimizer {
 
   double learning_rate() const noexcept { return lr_; }
   void set_learning_rate(double lr) { lr_ = checked_lr(name(), lr); }
-  // Steps taken since attach() (or as restored from a checkpoint).
+  // Steps taken since attach() (or as restored from a checkpoint). Counted in an integer, so
+  // exactly at any count; the checkpoint's copy ("iterations", a tensor of T) is exact up to
+  // 2^24 steps in float and 2^53 in double, and a count loaded from it is taken as it is.
   long long iterations() const noexcept {
-    return iterations_.empty() ? 0 : static_cast<long long>(iterations_[0]);
+    if (iterations_.empty()) return 0;
+    if (iterations_[0] != stored_steps_) return std::llround(iterations_[0]);  // loaded
+    return steps_;
   }
 
   // The optimizer's state as named tensors: per parameter "<param>/<slot>" (then
@@ -160,7 +168,9 @@ class Optimizer {
   std::vector<ParamRef<T>> params_;
   std::vector<std::vector<Tensor<T>>> slots_;
   std::vector<Tensor<T>> averages_;
-  Tensor<T> iterations_;
+  Tensor<T> iterations_;   // the step count as saved in checkpoints
+  long long steps_ = 0;    // the exact step count
+  T stored_steps_ = T(0);  // what step() last wrote into iterations_
   double lr_ = 0.0;
   double average_decay_ = 0.0;
 };
