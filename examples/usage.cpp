@@ -7,6 +7,8 @@
 #include <minires/minires.hpp>
 #include <minires/models/fashion_mnist.hpp>  // seed_resnet: not part of the umbrella header
 
+#include <algorithm>
+
 #include <cstdio>
 #include <cstdlib>
 
@@ -48,8 +50,8 @@ int main(int argc, char** argv) {
   std::printf("validation accuracy %.4f, loss %.4f\n", result.accuracy, result.loss);
 
   save(model, "usage_model.mrm", {{"epochs", std::to_string(epochs)}});
-  Model<float> restored = models::seed_resnet<float>();
-  load(restored, "usage_model.mrm");
+  // The file describes its architecture: load_model rebuilds it from the known models.
+  Model<float> restored = load_model("usage_model.mrm", models::fashion_mnist_models<float>());
   const Tensor<float> p = predict(restored, val.samples());
   std::printf("restored model: sample 0 is class %d with probability %.3f\n",
               static_cast<int>(std::max_element(p.data(), p.data() + 10) - p.data()),

@@ -193,3 +193,31 @@ TEST_CASE("optimizer state round-trips") {
     CHECK(std::equal(sa[i].value->begin(), sa[i].value->end(), sb[i].value->begin()));
   }
 }
+
+TEST_CASE("load_model rebuilds a saved model from its own architecture description") {
+  auto a = test::small_resnet<float>();
+  a.init(3);
+  TempFile file("test_checkpoint_load_model.mrm");
+  save(a, file.path, {{"note", "x"}});
+  ModelRegistry<float> known;
+  known.add("dense", [] {
+    Model<float> m;
+    m.add(Dense<float>(4), m.input(Shape{64}));
+    return m;
+  });
+  known.add("small_resnet", [] { return test::small_resnet<float>(); });
+  CHECK_THROWS_AS(known.add("dense", [] { return Model<float>(); }), ValueError);
+  std::string name;
+  Metadata meta;
+  Model<float> b = load_model(file.path, known, &name, &meta);
+  CHECK(name == "small_resnet");
+  CHECK(meta.at("note") == "x");
+  CHECK(flat(b) == flat(a));
+
+  ModelRegistry<float> none;
+  none.add("dense", known.entries()[0].second);
+  CHECK_THROWS_AS(load_model(file.path, none), FormatError);
+  CHECK_THROWS_WITH(load_model(file.path, none),
+                    Catch::Contains("none of the known architectures (dense)") &&
+                        Catch::Contains("load(model, path)"));
+}

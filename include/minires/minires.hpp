@@ -50,6 +50,7 @@
 #include "minires/optim/sgd.hpp"
 
 #include "minires/io/checkpoint.hpp"
+#include "minires/io/load_model.hpp"
 
 #include "minires/train/callbacks.hpp"
 #include "minires/train/evaluate.hpp"

@@ -19,6 +19,7 @@
 #include "minires/data/fashion_mnist.hpp"
 #include "minires/graph/model.hpp"
 #include "minires/graph/residual.hpp"
+#include "minires/io/load_model.hpp"
 #include "minires/layers/avg_pool2d.hpp"
 #include "minires/layers/dense.hpp"
 #include "minires/layers/flatten.hpp"
@@ -63,6 +64,17 @@ Model<T> small_resnet() {
   x = m.add(GlobalAvgPool2D<T>(), x, "gap");
   m.add(Dense<T>(10), x, "logits");
   return m;
+}
+
+// The models above by the names fmnist uses ("resnet", "seed", "seed-as-written"), for
+// load_model(path, fashion_mnist_models<T>()).
+template <class T>
+ModelRegistry<T> fashion_mnist_models() {
+  ModelRegistry<T> r;
+  r.add("resnet", [] { return small_resnet<T>(); });
+  r.add("seed", [] { return seed_resnet<T>(); });
+  r.add("seed-as-written", [] { return seed_resnet<T>(/*as_written=*/true); });
+  return r;
 }
 
 }  // namespace minires::models
