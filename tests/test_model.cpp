@@ -191,3 +191,25 @@ TEST_CASE("zero_grad clears activation gradients beyond a smaller batch run in b
     CHECK(std::equal(pf[i].grad->begin(), pf[i].grad->end(), pm[i].grad->begin()));
   }
 }
+
+TEST_CASE("a Model<float> is built without naming the scalar type, with fluent Conv2D settings") {
+  Model<float> m;
+  Node x = m.input(Shape{1, 12, 12});
+  x = m.add(Conv2D(4, 3).same(), x, "conv");
+  x = m.add(BatchNorm(), x);
+  x = m.add(ReLU(), x);
+  x = m.add(MaxPool2D(2), x);
+  Node y = m.add(Conv2D(4, 1).strides(1).no_bias(), x);
+  x = m.add(Add(), {x, y});
+  x = m.add(GlobalAvgPool2D(), x);
+  m.add(Dense(3), x);
+  m.init(1);
+  m.plan(2);
+  CHECK(m.output_shape(Node{1}) == Shape{4, 12, 12});  // 'same' took effect
+  const std::string arch = m.architecture();
+  CHECK(arch.find("conv Conv2D filters=4 kernel=3x3 strides=1x1 padding=same use_bias=true") !=
+        std::string::npos);
+  CHECK(arch.find("kernel=1x1 strides=1x1 padding=valid use_bias=false") != std::string::npos);
+  static_assert(std::is_same_v<decltype(Conv2D(4, 3)), Conv2D<float>>);
+  CHECK_THROWS_AS(Conv2D(4, 3).strides(0), ValueError);
+}

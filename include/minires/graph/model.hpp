@@ -72,6 +72,23 @@ class Model {
   }
 
   // Applies `layer` to the outputs of `inputs`; returns the new node.
+  template <class L,
+            class = std::enable_if_t<!std::is_base_of_v<Layer<T>, std::decay_t<L>> &&
+                                     !std::is_convertible_v<L, std::unique_ptr<Layer<T>>>>,
+            class = void>
+  Node add(L&&, std::initializer_list<Node>, const std::string& = "") {
+    static_assert(std::is_base_of_v<Layer<T>, std::decay_t<L>>,
+                  "Model<T>::add: the layer's scalar type is not the model's; layers default to "
+                  "float: for a Model<double> write Conv2D<double>(...), Dense<double>(...)");
+    return Node{};
+  }
+  template <class L,
+            class = std::enable_if_t<!std::is_base_of_v<Layer<T>, std::decay_t<L>> &&
+                                     !std::is_convertible_v<L, std::unique_ptr<Layer<T>>>>,
+            class = void>
+  Node add(L&& layer, Node input, const std::string& name = "") {
+    return add(std::forward<L>(layer), {input}, name);
+  }
   template <class L, class = std::enable_if_t<std::is_base_of_v<Layer<T>, std::decay_t<L>>>>
   Node add(L&& layer, std::initializer_list<Node> inputs, const std::string& name = "") {
     return add(std::unique_ptr<Layer<T>>(new std::decay_t<L>(std::forward<L>(layer))),

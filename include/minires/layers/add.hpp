@@ -10,7 +10,7 @@
 
 namespace minires {
 
-template <class T>
+template <class T = float>
 class Add final : public Layer<T> {
  public:
   const char* type() const override { return "Add"; }

@@ -9,7 +9,7 @@
 
 namespace minires {
 
-template <class T>
+template <class T = float>
 class AvgPool2D final : public Pool2D<T> {
  public:
   explicit AvgPool2D(const Pool2DOptions& options = {}) : Pool2D<T>("AvgPool2D", options) {}

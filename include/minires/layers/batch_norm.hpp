@@ -32,7 +32,7 @@ struct BatchNormOptions {
   double epsilon = 1e-3;   // added to the variance
 };
 
-template <class T>
+template <class T = float>
 class BatchNorm : public UnaryLayer<T> {
  public:
   // Trainable scale and shift with their gradients, and the moving statistics (state); all

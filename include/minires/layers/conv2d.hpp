@@ -63,7 +63,7 @@ struct Conv2DOptions {
   }
 };
 
-template <class T>
+template <class T = float>
 class Conv2D : public UnaryLayer<T> {
  public:
   // Parameters and their gradients. kernel/dkernel: (filters, C, kh, kw); bias/dbias: (filters,),
@@ -91,6 +91,29 @@ class Conv2D : public UnaryLayer<T> {
 
   const char* type() const override { return "Conv2D"; }
 
+  // Fluent settings, as Conv2DOptions has them: m.add(Conv2D(64, 3).strides(2).same(), x).
+  // They change the configuration and may only be used before the layer is set up.
+  Conv2D& same() & { return set_padding(kernels::Padding::Same); }
+  Conv2D&& same() && { return std::move(same()); }
+  Conv2D& valid() & { return set_padding(kernels::Padding::Valid); }
+  Conv2D&& valid() && { return std::move(valid()); }
+  Conv2D& strides(index_t s) & { return strides(s, s); }
+  Conv2D&& strides(index_t s) && { return std::move(strides(s, s)); }
+  Conv2D& strides(index_t sh, index_t sw) & {
+    if (sh < 1 || sw < 1) {
+      throw ValueError("Conv2D: expected strides >= 1, found " + std::to_string(sh) + "x" +
+                       std::to_string(sw));
+    }
+    options_.strides(sh, sw);
+    return *this;
+  }
+  Conv2D&& strides(index_t sh, index_t sw) && { return std::move(strides(sh, sw)); }
+  Conv2D& no_bias() & {
+    options_.no_bias();
+    return *this;
+  }
+  Conv2D&& no_bias() && { return std::move(no_bias()); }
+
   // "filters=4 kernel=3x3 strides=1x1 padding=valid use_bias=true"
   std::string config() const override {
     return "filters=" + std::to_string(filters_) + " kernel=" + std::to_string(kernel_h_) + "x" +
@@ -104,6 +127,14 @@ class Conv2D : public UnaryLayer<T> {
   index_t kernel_h() const noexcept { return kernel_h_; }
   index_t kernel_w() const noexcept { return kernel_w_; }
   const Conv2DOptions& options() const noexcept { return options_; }
+
+ private:
+  Conv2D& set_padding(kernels::Padding p) {
+    options_.padding = p;
+    return *this;
+  }
+
+ public:
   // Geometry of one image of the planned input (valid after setup).
   const kernels::ConvGeometry& geometry() const noexcept { return geometry_; }
 

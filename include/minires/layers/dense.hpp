@@ -41,7 +41,7 @@ struct DenseOptions {
   }
 };
 
-template <class T>
+template <class T = float>
 class Dense : public UnaryLayer<T> {
  public:
   // Parameters and their gradients: kernel/dkernel (in, units), bias/dbias (units,) — empty

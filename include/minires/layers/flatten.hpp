@@ -14,7 +14,7 @@
 
 namespace minires {
 
-template <class T>
+template <class T = float>
 class Flatten final : public UnaryLayer<T> {
  public:
   const char* type() const override { return "Flatten"; }

@@ -10,7 +10,7 @@
 
 namespace minires {
 
-template <class T>
+template <class T = float>
 class GlobalAvgPool2D final : public UnaryLayer<T> {
  public:
   const char* type() const override { return "GlobalAvgPool2D"; }

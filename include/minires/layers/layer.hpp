@@ -16,6 +16,9 @@
 //                      the same batch cached.
 //   params()           trainable parameters, each with its gradient, by name.
 //   state()            non-trainable tensors saved with the model (BatchNorm's moving stats).
+//
+// The scalar type T of every layer defaults to float, so a Model<float> is built without naming
+// it: m.add(Conv2D(4, 3).same(), x). A Model<double> takes layers written Conv2D<double>(...).
 #pragma once
 
 #include <string>

@@ -13,7 +13,7 @@
 
 namespace minires {
 
-template <class T>
+template <class T = float>
 class MaxPool2D final : public Pool2D<T> {
  public:
   explicit MaxPool2D(const Pool2DOptions& options = {}) : Pool2D<T>("MaxPool2D", options) {}

@@ -7,7 +7,7 @@
 
 namespace minires {
 
-template <class T>
+template <class T = float>
 class ReLU final : public UnaryLayer<T> {
  public:
   const char* type() const override { return "ReLU"; }
