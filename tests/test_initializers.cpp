@@ -1,4 +1,4 @@
-// Initializers: Keras 2.0 limits (the worked values of keras-semantics.md), bounds, and mean and
+// Initializers: Keras 2.0 limits (worked by hand from Keras 2.0's initializers.py), bounds, and mean and
 // variance within sampling error (5 standard errors) of the distributions' exact moments,
 // including TensorFlow's 2-sigma truncation of he_normal / glorot_normal without Keras 2.2's
 // 0.8796 correction.
@@ -60,7 +60,7 @@ void check_distribution(Initializer init, const Fans& fans, double bound, const 
 
 }  // namespace
 
-TEST_CASE("glorot_uniform limits with receptive-field fans (keras-semantics.md table)") {
+TEST_CASE("glorot_uniform limits with receptive-field fans (Keras 2.0 _compute_fans)") {
   using init::glorot_uniform_limit;
   CHECK(glorot_uniform_limit(conv2d_fans(16, 1, 3, 3)) == Approx(0.1980295).epsilon(1e-6));
   CHECK(glorot_uniform_limit(conv2d_fans(16, 16, 3, 3)) == Approx(0.1443376).epsilon(1e-6));

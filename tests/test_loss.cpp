@@ -40,13 +40,7 @@ TEST_CASE("MeanSquaredError gradient check with respect to the outputs") {
   MeanSquaredError<double> loss;
   loss.setup(z.shape());
   for (const double scale : {1.0, 0.5}) {
-    loss.forward(z, labels);
-    Tensor<double> analytic = random_tensor<double>(rng, z.shape());
-    const Tensor<double> prefill = analytic.clone();
-    loss.backward(analytic, scale);
-    for (index_t i = 0; i < z.size(); ++i) analytic[i] -= prefill[i];  // proves +=
-    auto f = [&] { return scale * loss.forward(z, labels); };
-    const auto r = testing::check_gradient(f, z.data(), z.size(), analytic.data());
+    const auto r = test::check_loss_gradient(loss, z, labels, scale, rng);
     INFO(r.report());
     REQUIRE(r.ok());
   }

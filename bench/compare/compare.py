@@ -10,7 +10,7 @@ shared machine hits both; the table shows medians over the repeats and the ratio
   python3 bench/compare/compare.py [--build build/release] [--repeats 3] [--seconds 4]
                                    [--threads 1 2] [--only models|conv] [--json out.json]
 
-PyTorch runs as ../shared/reference/measuring.md says: torch.set_num_threads(T),
+PyTorch runs the fair way for this 2-core setting: torch.set_num_threads(T),
 OMP_NUM_THREADS=T, OPENBLAS_NUM_THREADS=1 and OPENBLAS_CORETYPE=SkylakeX. Without PyTorch (Debian: apt-get install
 python3-torch) the script says so and exits with status 0.
 """

@@ -122,7 +122,7 @@ struct Config {
   // for the seed models, a tuned recipe for the ResNet.
   void apply_model_defaults() {
     const bool seed_model = model != "resnet";
-    // The seed notebook's 20; the ResNet's 40 take ~26 minutes on 2 Zen 5 cores (docs/results.md).
+    // The seed notebook's 20; the ResNet's 40 (docs/results.md: the accuracy per epoch).
     if (epochs == 0) epochs = seed_model ? 20 : 40;
     if (batch_size == 0) batch_size = 128;
     if (optimizer.empty()) optimizer = seed_model ? "rmsprop" : "sgd";

@@ -1,5 +1,5 @@
 // minires version. Kept in sync with project(minires VERSION ...) in CMakeLists.txt
-// (tests/test_version.cpp checks it).
+// (tests/test_core.cpp checks it).
 #pragma once
 
 #define MINIRES_VERSION_MAJOR 0

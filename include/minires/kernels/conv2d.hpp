@@ -1,8 +1,9 @@
-// 2-D convolution (cross-correlation, as Keras/TensorFlow) of NCHW images by im2col + GEMM.
+// 2-D convolution (cross-correlation, as Keras/TensorFlow) of NCHW images: shifted
+// convolutions (no im2col), im2col + GEMM, or a pointwise product, chosen per geometry.
 //
 //   x: (N, C, H, W)   w: (F, C, kh, kw)   b: (F,)   y: (N, F, OH, OW)
-//   y[n,f,oh,ow] = b[f] + sum_{c,i,j} w[f,c,i,j] * x[n, c, oh*sh - pad_top + i, ow*sw - pad_left +
-//   j]
+//   y[n,f,oh,ow] = b[f] +
+//                  sum_{c,i,j} w[f,c,i,j] * x[n, c, oh*sh - pad_top + i, ow*sw - pad_left + j]
 //
 // With col = im2col(x[n]) of shape (K, P) = (C*kh*kw, OH*OW) and w viewed as (F, K):
 //   forward    y[n]   = w · col + b

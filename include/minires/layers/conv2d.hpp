@@ -1,8 +1,8 @@
 // Conv2D<T>: 2-D convolution of NCHW images (Keras 2.0 Conv2D, PyTorch nn.Conv2d).
 //
 //   x: (N, C, H, W) -> y: (N, filters, OH, OW)
-//   y[n,f,oh,ow] = bias[f] + sum_{c,i,j} kernel[f,c,i,j] * x[n, c, oh*sh - pad_top + i, ow*sw -
-//   pad_left + j]
+//   y[n,f,oh,ow] = bias[f] +
+//                  sum_{c,i,j} kernel[f,c,i,j] * x[n, c, oh*sh - pad_top + i, ow*sw - pad_left + j]
 //
 // Cross-correlation (no kernel flip), any kernel size and strides, 'valid' or 'same' padding
 // (TensorFlow's rule: the odd extra row/column of padding goes at the bottom/right), optional
@@ -10,11 +10,12 @@
 // The kernel is stored (filters, C, kh, kw) — Keras' (kh, kw, C, filters) permuted (3, 2, 0, 1),
 // PyTorch's weight layout.
 //
-// Computed by im2col + GEMM, one image per GEMM, images split over the threads planned at setup
-// (kernels/conv2d.hpp); a 1x1 stride-1 unpadded convolution skips im2col.
+// Computed by kernels/conv2d.hpp on groups of images in fixed batch slots: shifted convolutions
+// (no im2col) for 3x3-like kernels at stride 1 or 2 with 'same' output sizes, im2col + GEMM for
+// the rest, and one product for a 1x1 stride-1 unpadded convolution.
 //
-//   Conv2D<float> conv(32, 3, Conv2DOptions().same());        // 32 filters, 3x3, 'same'
-//   Conv2D<float> down(64, 3, Conv2DOptions().strides(2).same().no_bias());
+//   m.add(Conv2D(32, 3).same(), x);                           // 32 filters, 3x3, 'same'
+//   m.add(Conv2D(64, 3).strides(2).same().no_bias(), x);    // or with a Conv2DOptions
 #pragma once
 
 #include <algorithm>

@@ -1,4 +1,4 @@
-// RMSprop with Keras 2.0 semantics and defaults (keras-semantics.md §8):
+// RMSprop with Keras 2.0 semantics and defaults (Keras 2.0 optimizers.RMSprop):
 //   a <- rho*a + (1 - rho)*g^2 ;  p <- p - lr * g / (sqrt(a) + epsilon),  a starts at 0.
 // Keras 2.0.x uses epsilon 1e-8; Keras >= 2.1.3 uses 1e-7. weight_decay adds wd*p to g.
 #pragma once

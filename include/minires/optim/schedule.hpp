@@ -2,8 +2,9 @@
 // scales the base learning rate, optionally after a linear warm-up.
 //   constant:  lr
 //   step:      lr * factor^floor(epoch / every_epochs)
-//   cosine:    min_lr + (lr - min_lr) * (1 + cos(pi * s / S)) / 2,  s = step - warmup, S = total -
-//   warmup warm-up:   lr * (step + 1) / warmup_steps for the first warmup_steps steps
+//   cosine:    min_lr + (lr - min_lr) * (1 + cos(pi * s / S)) / 2,
+//              s = step - warmup, S = total - warmup
+//   warm-up:   lr * (step + 1) / warmup_steps for the first warmup_steps steps
 #pragma once
 
 #include <algorithm>
