@@ -43,8 +43,10 @@ int main(int argc, char** argv) {
   FitOptions options;
   options.epochs = epochs;
   options.batch_size = 128;
+  options.validation = val;
   ProgressBar<float> progress;
-  fit(model, loss, optimizer, train, &val, options, {&progress});
+  options.callbacks = {progress};
+  fit(model, loss, optimizer, train, options);
 
   const EvalResult result = evaluate(model, val);
   std::printf("validation accuracy %.4f, loss %.4f\n", result.accuracy, result.loss);

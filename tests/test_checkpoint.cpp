@@ -45,7 +45,7 @@ TEST_CASE("save -> load -> predict gives identical outputs") {
   a.init(1);
   SoftmaxCrossEntropy<float> loss;
   RMSprop<float> opt;
-  fit(a, loss, opt, train, nullptr, FitOptions{1, 16});  // moves weights and BN statistics
+  fit(a, loss, opt, train, FitOptions{1, 16});  // moves weights and BN statistics
   save(a, file.path, {{"epoch", "1"}, {"note", "hello"}});
 
   auto b = test::small_resnet<float>();
@@ -178,7 +178,7 @@ TEST_CASE("optimizer state round-trips") {
   a.init(1);
   SoftmaxCrossEntropy<float> loss;
   Adam<float> opt;
-  fit(a, loss, opt, train, nullptr, FitOptions{1, 16});
+  fit(a, loss, opt, train, FitOptions{1, 16});
   save(a, file.path, {}, &opt);
   auto b = test::small_resnet<float>();
   b.init(1);

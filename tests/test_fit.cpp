@@ -32,7 +32,8 @@ TEST_CASE("a small residual net learns the synthetic task to >= 99% training acc
   o.epochs = 8;
   o.batch_size = 32;
   o.seed = 3;
-  const History h = fit(m, loss, opt, train, &val, o);
+  o.validation = val;
+  const History h = fit(m, loss, opt, train, o);
   REQUIRE(h.epochs.size() == 8);
   INFO("train acc " << h.epochs.back().train_accuracy << ", val acc "
                     << h.epochs.back().val_accuracy);
@@ -70,7 +71,7 @@ TEST_CASE("the same seed and thread count give bit-identical runs") {
     o.epochs = 2;
     o.batch_size = 48;  // a smaller last batch too
     o.seed = seed;
-    const History h = fit(m, loss, opt, train, nullptr, o);
+    const History h = fit(m, loss, opt, train, o);
     std::vector<float> w;
     for (auto& p : m.params()) w.insert(w.end(), p.value->begin(), p.value->end());
     for (auto& p : m.state()) w.insert(w.end(), p.value->begin(), p.value->end());
@@ -100,8 +101,7 @@ TEST_CASE("a training step allocates nothing after the first") {
     m.zero_grad();
     const auto& logits = m.forward(x, Mode::Train);
     loss.forward(logits, Span<const std::int32_t>(labels));
-    loss.backward(m.output_grad());
-    m.backward();
+    m.backward(loss);
     opt.step();
   };
   step(0);
@@ -125,12 +125,15 @@ TEST_CASE("a non-finite loss stops training with the epoch and step; checkpoints
   o.batch_size = 16;
   // one good epoch first, with a sane learning rate, so a checkpoint exists
   SGD<float> sane(SGDOptions{0.01});
-  fit(m, loss, sane, train, nullptr, FitOptions{1, 16}, {&ckpt});
+  FitOptions sane_options{1, 16};
+  sane_options.callbacks = {ckpt};
+  fit(m, loss, sane, train, sane_options);
   std::ifstream f0(last, std::ios::binary);
   const std::string before((std::istreambuf_iterator<char>(f0)), std::istreambuf_iterator<char>());
   REQUIRE(!before.empty());
   try {
-    fit(m, loss, opt, train, nullptr, o, {&ckpt});
+    o.callbacks = {ckpt};
+    fit(m, loss, opt, train, o);
     FAIL("expected a NumericalError");
   } catch (const NumericalError& e) {
     const std::string msg = e.what();
@@ -153,7 +156,10 @@ TEST_CASE("callbacks: early stopping, interrupt, progress lines, resume at an ep
     m.init(1);
     SGD<float> opt(SGDOptions{0.01});
     EarlyStopping<float> stop(1, Monitor::ValLoss, /*min_delta=*/10.0);
-    const History h = fit(m, loss, opt, train, &train, FitOptions{10, 32}, {&stop});
+    FitOptions o{10, 32};
+    o.validation = train;
+    o.callbacks = {stop};
+    const History h = fit(m, loss, opt, train, o);
     CHECK(h.stopped_early);
     CHECK(h.epochs.size() == 3);  // epoch 1 sets the best; 2 and 3 do not improve
   }
@@ -163,8 +169,8 @@ TEST_CASE("callbacks: early stopping, interrupt, progress lines, resume at an ep
     RMSprop<float> opt;
     std::atomic<bool> flag{true};
     FitOptions o{3, 32};
-    o.interrupt = &flag;
-    const History h = fit(m, loss, opt, train, nullptr, o);
+    o.interrupt = flag;
+    const History h = fit(m, loss, opt, train, o);
     CHECK(h.interrupted);
     CHECK(h.epochs.empty());
   }
@@ -174,7 +180,10 @@ TEST_CASE("callbacks: early stopping, interrupt, progress lines, resume at an ep
     RMSprop<float> opt;
     std::FILE* out = std::tmpfile();
     ProgressBar<float> bar(out, /*live=*/false);
-    fit(m, loss, opt, train, &train, FitOptions{2, 32}, {&bar});
+    FitOptions o{2, 32};
+    o.validation = train;
+    o.callbacks = {bar};
+    fit(m, loss, opt, train, o);
     std::rewind(out);
     char buf[4096] = {};
     const std::size_t n = std::fread(buf, 1, sizeof buf - 1, out);
@@ -202,7 +211,8 @@ TEST_CASE("callbacks: early stopping, interrupt, progress lines, resume at an ep
     FitOptions o{2, 40};
     o.seed = 12;
     o.precise_bn_batches = 2;
-    fit(a, loss, opt_a, train, &val, o);
+    o.validation = val;
+    fit(a, loss, opt_a, train, o);
 
     auto b = test::small_resnet<float>();
     b.init(1);
@@ -210,7 +220,7 @@ TEST_CASE("callbacks: early stopping, interrupt, progress lines, resume at an ep
     opt_b.set_weight_averaging(averaging);
     FitOptions first = o;
     first.epochs = 1;
-    fit(b, loss, opt_b, train, &val, first);
+    fit(b, loss, opt_b, train, first);
     save(b, "test_fit_resume.mrm", {}, &opt_b);
     auto c = test::small_resnet<float>();
     c.init(99);
@@ -220,7 +230,7 @@ TEST_CASE("callbacks: early stopping, interrupt, progress lines, resume at an ep
     load(c, "test_fit_resume.mrm", &opt_c);
     FitOptions rest = o;
     rest.initial_epoch = 1;
-    fit(c, loss, opt_c, train, &val, rest);
+    fit(c, loss, opt_c, train, rest);
     std::remove("test_fit_resume.mrm");
     auto pa = a.params(), pc = c.params();
     for (std::size_t i = 0; i < pa.size(); ++i) {
@@ -236,19 +246,20 @@ TEST_CASE("callbacks: early stopping, interrupt, progress lines, resume at an ep
   SECTION("weight averaging validates the averaged weights; an interrupt leaves them in place") {
     auto data = test::line_patterns<double>(96, 14);
     SoftmaxCrossEntropy<double> dloss;
-    FitOptions o{1, 32};
+    FitOptions<double> o{1, 32};
     o.seed = 3;
-    o.precise_bn_batches = 3;  // all the data: the statistics depend only on the weights
+    o.precise_bn_batches = 3;
+    o.validation = data;  // all the data: the statistics depend only on the weights
     auto plain = test::small_resnet<double>();
     plain.init(2);
     SGD<double> plain_opt(SGDOptions{0.05, 0.9});
-    fit(plain, dloss, plain_opt, data, &data, o);
+    fit(plain, dloss, plain_opt, data, o);
 
     auto m = test::small_resnet<double>();
     m.init(2);
     SGD<double> opt(SGDOptions{0.05, 0.9});
     opt.set_weight_averaging(0.9);
-    const History h = fit(m, dloss, opt, data, &data, o);
+    const History h = fit(m, dloss, opt, data, o);
     REQUIRE(h.epochs.size() == 1);
     // Training is unchanged: the raw weights (now in the optimizer's state) are those of the
     // run without averaging; the model holds something else, the averages.
@@ -267,11 +278,11 @@ TEST_CASE("callbacks: early stopping, interrupt, progress lines, resume at an ep
     std::vector<double> before;
     for (const auto& p : m.params()) before.insert(before.end(), p.value->begin(), p.value->end());
     std::atomic<bool> flag{true};
-    FitOptions more = o;
+    FitOptions<double> more = o;
     more.epochs = 2;
     more.initial_epoch = 1;
-    more.interrupt = &flag;
-    CHECK(fit(m, dloss, opt, data, &data, more).interrupted);
+    more.interrupt = flag;
+    CHECK(fit(m, dloss, opt, data, more).interrupted);
     std::vector<double> after;
     for (const auto& p : m.params()) after.insert(after.end(), p.value->begin(), p.value->end());
     CHECK(after == before);
@@ -332,7 +343,7 @@ TEST_CASE(
     o.batch_size = 32;
     o.seed = 4;
     o.precise_bn_batches = precise;
-    fit(m, loss, opt, train, nullptr, o);
+    fit(m, loss, opt, train, o);
     std::pair<std::vector<float>, std::vector<float>> r;  // moving statistics, parameters
     for (const auto& t : m.state()) r.first.insert(r.first.end(), t.value->begin(), t.value->end());
     for (const auto& t : m.params())

@@ -379,7 +379,7 @@ int train_command(Config cfg, const std::vector<std::string>& given, const Commo
   fo.schedule = make_schedule(cfg, steps);
   fo.initial_epoch = stored.epoch;
   fo.precise_bn_batches = cfg.precise_bn;
-  fo.interrupt = &g_interrupted;
+  fo.interrupt = g_interrupted;
 
   const Metadata extra = {
       {"model", cfg.model}, {"config", cfg.to_json().dump()}, {"minires", version_string}};
@@ -402,8 +402,9 @@ int train_command(Config cfg, const std::vector<std::string>& given, const Commo
   loss_options.label_smoothing = cfg.label_smoothing;
   SoftmaxCrossEntropy<float> loss(loss_options);
 
-  const History h = fit(model, loss, *optimizer, split.train, &split.validation, fo,
-                        {&progress, &recorder, &checkpoint});
+  fo.validation = split.validation;
+  fo.callbacks = {progress, recorder, checkpoint};
+  const History h = fit(model, loss, *optimizer, split.train, fo);
   std::signal(SIGINT, SIG_DFL);
   fmnist::print_epoch_table(stdout, recorder.history());
   if (h.interrupted || g_interrupted.load()) {

@@ -3,8 +3,8 @@
 //
 //   Model<float> m;
 //   Node x = m.input(Shape{1, 28, 28});
-//   Node y = m.add(Conv2D<float>(4, 3), x);
-//   Node z = m.add(Add<float>(), {y, x});      // branches and merges
+//   Node y = m.add(Conv2D(4, 3).same(), x);
+//   Node z = m.add(Add(), {y, x});             // branches and merges
 //   m.set_output(z);
 //
 // Shapes are inferred while building and a mismatch throws ShapeError naming the layers and
@@ -14,7 +14,8 @@
 //
 // Memory is planned once per batch size: plan(n) sizes every activation, gradient and layer
 // scratch buffer for batches of up to n samples; later steps with n or fewer samples allocate
-// nothing.
+// nothing. ReLU fusion is planned by graph/fusion.hpp; the summary table, the architecture
+// description and the profile report are written by graph/summary.hpp.
 #pragma once
 
 #include <algorithm>
@@ -34,16 +35,16 @@
 #include "minires/core/shape.hpp"
 #include "minires/core/span.hpp"
 #include "minires/core/tensor.hpp"
+#include "minires/graph/fusion.hpp"
+#include "minires/graph/node.hpp"
+#include "minires/graph/summary.hpp"
 #include "minires/kernels/elementwise.hpp"
 #include "minires/layers/layer.hpp"
+#include "minires/loss/loss.hpp"
 
 namespace minires {
 
 // A handle to a node of a Model (its index). Only meaningful for the model that made it.
-struct Node {
-  int id = -1;
-};
-
 template <class T>
 class Model {
  public:
@@ -126,7 +127,7 @@ class Model {
       std::string from;
       for (int id : ids) {
         from += (from.empty() ? "'" : ", '") + nodes_[static_cast<std::size_t>(id)].name + "' " +
-                batch_str(nodes_[static_cast<std::size_t>(id)].sample_shape);
+                detail::batch_str(nodes_[static_cast<std::size_t>(id)].sample_shape);
       }
       throw ShapeError("Model::add: layer '" + node_name + "' (" + layer->type() +
                        ") cannot take " + from + ": " + e.what());
@@ -213,8 +214,8 @@ class Model {
     check_built();
     const NodeData& in = nodes_[static_cast<std::size_t>(input_)];
     if (x.rank() != in.sample_shape.rank() + 1 || drop_batch(x.shape()) != in.sample_shape) {
-      throw ShapeError("Model::forward: expected a batch of shape " + batch_str(in.sample_shape) +
-                       ", found " + x.shape().str());
+      throw ShapeError("Model::forward: expected a batch of shape " +
+                       detail::batch_str(in.sample_shape) + ", found " + x.shape().str());
     }
     const index_t batch = x.dim(0);
     plan(batch);
@@ -245,6 +246,13 @@ class Model {
   // The gradient of the loss with respect to the output, for the loss to accumulate into.
   Tensor<T>& output_grad() { return output_node().dy; }
 
+  // The loss's gradient for the last forward, back-propagated: loss.backward(output_grad()),
+  // then backward(). What PyTorch's loss.backward() does.
+  void backward(const Loss<T>& loss) {
+    loss.backward(output_grad());
+    backward();
+  }
+
   // Back-propagates output_grad() through the graph into every parameter gradient.
   void backward() {
     for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
@@ -271,11 +279,7 @@ class Model {
   }
   bool profiling() const noexcept { return profiling_; }
 
-  struct LayerTime {
-    std::string name, type;
-    double forward_s = 0, backward_s = 0;  // totals since profiling was enabled
-    long forward_calls = 0, backward_calls = 0;
-  };
+  using LayerTime = minires::LayerTime;
   std::vector<LayerTime> profile() const {
     std::vector<LayerTime> out;
     for (const auto& n : nodes_) {
@@ -288,28 +292,7 @@ class Model {
 
   // The profile as a table: milliseconds per call forward and backward, and each layer's share
   // of the total, slowest first.
-  std::string profile_report() const {
-    auto rows = profile();
-    double total = 0;
-    for (const auto& r : rows) total += r.forward_s + r.backward_s;
-    std::stable_sort(rows.begin(), rows.end(), [](const LayerTime& a, const LayerTime& b) {
-      return a.forward_s + a.backward_s > b.forward_s + b.backward_s;
-    });
-    auto ms = [](double s, long calls) { return calls > 0 ? 1e3 * s / double(calls) : 0.0; };
-    std::string s;
-    char buf[160];
-    std::snprintf(buf, sizeof buf, "%-28s %-20s %12s %12s %7s\n", "layer", "type", "fwd ms/call",
-                  "bwd ms/call", "share");
-    s += buf;
-    for (const auto& r : rows) {
-      std::snprintf(buf, sizeof buf, "%-28s %-20s %12.3f %12.3f %6.1f%%\n", r.name.c_str(),
-                    r.type.c_str(), ms(r.forward_s, r.forward_calls),
-                    ms(r.backward_s, r.backward_calls),
-                    total > 0 ? 100.0 * (r.forward_s + r.backward_s) / total : 0.0);
-      s += buf;
-    }
-    return s;
-  }
+  std::string profile_report() const { return detail::profile_table(profile()); }
 
   // ---- Inspection --------------------------------------------------------------------------
 
@@ -317,6 +300,13 @@ class Model {
   const std::string& name(Node n) const { return node(n).name; }
   Shape output_shape(Node n) const { return node(n).sample_shape; }
   Layer<T>* layer(Node n) { return node(n).layer.get(); }
+  const Layer<T>* layer(Node n) const { return node(n).layer.get(); }
+  // The nodes whose outputs node n takes.
+  std::vector<Node> inputs(Node n) const {
+    std::vector<Node> out;
+    for (int id : node(n).inputs) out.push_back(Node{id});
+    return out;
+  }
   Layer<T>* layer(const std::string& name) {
     for (auto& n : nodes_)
       if (n.name == name) return n.layer.get();
@@ -352,50 +342,10 @@ class Model {
 
   // A one-line-per-node description of the architecture (names, types, configuration, inputs,
   // output shapes): saved with the weights so a file is only loaded into the same model.
-  std::string architecture() const {
-    std::string s;
-    for (const auto& n : nodes_) {
-      s += n.name + " " + (n.layer ? n.layer->type() : "Input") + " " +
-           (n.layer ? n.layer->config() : std::string()) + " <-";
-      for (int id : n.inputs) s += " " + nodes_[static_cast<std::size_t>(id)].name;
-      s += " " + batch_str(n.sample_shape) + "\n";
-    }
-    if (!nodes_.empty()) s += "output " + nodes_[static_cast<std::size_t>(output_id())].name + "\n";
-    return s;
-  }
+  std::string architecture() const { return detail::architecture_text(*this); }
 
   // A Keras-style summary table.
-  std::string summary() {
-    const int w_name = 34, w_shape = 22, w_params = 10;
-    auto pad = [](std::string s, int w) {
-      if (static_cast<int>(s.size()) < w) s.resize(static_cast<std::size_t>(w), ' ');
-      return s + " ";
-    };
-    std::string line(w_name + w_shape + w_params + 34, '_');
-    std::string eq(line.size(), '=');
-    std::string s = line + "\n" + pad("Layer (type)", w_name) + pad("Output Shape", w_shape) +
-                    pad("Param #", w_params) + "Connected to\n" + eq + "\n";
-    for (auto& n : nodes_) {
-      const std::string type = n.layer ? n.layer->type() : "InputLayer";
-      std::string from;
-      for (int id : n.inputs)
-        from += (from.empty() ? "" : ", ") + nodes_[static_cast<std::size_t>(id)].name;
-      index_t count = 0;
-      if (n.layer)
-        for (auto& p : n.layer->params()) count += p.value->size();
-      if (n.layer)
-        for (auto& p : n.layer->state()) count += p.value->size();
-      s += pad(n.name + " (" + type + ")", w_name) + pad(batch_str(n.sample_shape), w_shape) +
-           pad(std::to_string(count), w_params) + from;
-      while (!s.empty() && s.back() == ' ') s.pop_back();  // no trailing blanks without inputs
-      s += "\n";
-    }
-    const index_t trainable = trainable_count(), fixed = non_trainable_count();
-    s += eq + "\nTotal params: " + with_commas(trainable + fixed) +
-         "\nTrainable params: " + with_commas(trainable) +
-         "\nNon-trainable params: " + with_commas(fixed) + "\n" + line + "\n";
-    return s;
-  }
+  std::string summary() { return detail::summary_table(*this); }
 
  private:
   struct NodeData {
@@ -413,17 +363,6 @@ class Model {
   using Clock = std::chrono::steady_clock;
 
   static Shape drop_batch(const Shape& s) { return Shape::from(s.data() + 1, s.rank() - 1); }
-  static std::string batch_str(const Shape& sample) {
-    std::string s = "(None";
-    for (int i = 0; i < sample.rank(); ++i) s += ", " + std::to_string(sample[i]);
-    return s + ")";
-  }
-  static std::string with_commas(index_t v) {
-    std::string s = std::to_string(v);
-    for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3)
-      s.insert(static_cast<std::size_t>(i), ",");
-    return s;
-  }
   // "BatchNormalization" -> "batch_normalization", "Conv2D" -> "conv2d", "ReLU" -> "relu":
   // a word starts at a capital between a lower-case letter and a lower-case letter.
   static std::string snake_case(const std::string& type) {
@@ -476,35 +415,8 @@ class Model {
     return f >= 0 ? f : id;
   }
 
-  // Marks each ReLU that can run inside its input's layer: the input is a layer that supports it
-  // (Layer::can_fuse_relu), the ReLU is that output's only consumer, and neither is the model
-  // output.
-  void plan_fusion() {
-    std::vector<int> uses(nodes_.size(), 0);
-    for (const auto& n : nodes_)
-      for (int id : n.inputs) ++uses[static_cast<std::size_t>(id)];
-    for (auto& n : nodes_) {
-      n.fused_into = -1;
-      if (n.layer && n.layer->can_fuse_relu()) n.layer->set_fused_relu(false);
-    }
-    if (!fusion_) return;
-    const int out = output_id();
-    for (std::size_t i = 0; i < nodes_.size(); ++i) {
-      NodeData& n = nodes_[i];
-      if (static_cast<int>(i) == out || n.inputs.size() != 1 || n.layer == nullptr ||
-          !n.layer->is_relu()) {
-        continue;
-      }
-      const int p = n.inputs[0];
-      Layer<T>* pl = nodes_[static_cast<std::size_t>(p)].layer.get();
-      if (p == out || pl == nullptr || !pl->can_fuse_relu() || pl->fused_relu() ||
-          uses[static_cast<std::size_t>(p)] != 1) {
-        continue;
-      }
-      pl->set_fused_relu(true);
-      n.fused_into = p;
-    }
-  }
+  // Marks each ReLU that runs inside its input's layer (graph/fusion.hpp).
+  void plan_fusion() { detail::plan_relu_fusion(nodes_, output_id(), fusion_); }
 
   // Shapes every node's y and dy for `batch` samples (fused ReLUs have none); within the planned
   // batch this only changes the shapes, not the storage.

@@ -2,7 +2,8 @@
 // output (N, ...) with one class label per sample and gives the batch-mean loss and its gradient.
 //
 //   setup(output)          sizes every buffer for outputs of this shape (dimension 0: the
-//                          largest batch); nothing is allocated after it.
+//                          largest batch); nothing is allocated after it. Optional: the first
+//                          forward() plans for its own shape when setup() was not called.
 //   forward(out, labels)   the batch-mean loss; caches what backward needs.
 //   backward(dout, scale)  ACCUMULATES dout += scale * dL/dout for the last forward.
 //

@@ -37,9 +37,7 @@ class MeanSquaredError : public Loss<T> {
   // Caches out - y for backward(). labels: N class indices in [0, K).
   T forward(const Tensor<T>& output, Span<const std::int32_t> labels) override {
     const Shape& s = output.shape();
-    if (planned_.rank() == 0) {
-      throw ShapeError("MeanSquaredError: expected setup() before forward(), found none");
-    }
+    if (planned_.rank() == 0) setup(s);  // the first forward plans, if setup() did not
     if (s.rank() != 2 || s[1] != planned_[1] || s[0] > planned_[0]) {
       throw ShapeError("MeanSquaredError: set up for outputs " + planned_.str() +
                        " (any batch up to " + std::to_string(planned_[0]) + "), found " + s.str());

@@ -73,6 +73,7 @@ class SoftmaxCrossEntropy : public Loss<T> {
   // L = (1/N) sum_n -sum_k y_nk log p_nk,  p_n = softmax(logits_n)   (clipped: see Options)
   // Caches p and the labels for backward(). labels: N class indices in [0, K).
   T forward(const Tensor<T>& logits, Span<const std::int32_t> labels) override {
+    if (planned_.rank() == 0) setup(logits.shape());  // the first forward plans, if setup() did not
     check_logits(logits.shape());
     const index_t n = logits.dim(0), k = logits.dim(1);
     if (static_cast<index_t>(labels.size()) != n) {

@@ -41,14 +41,6 @@ struct EvalResult {
 
 namespace detail {
 
-// Keeps a parameter out of template argument deduction (std::type_identity is C++20).
-template <class T>
-struct identity {
-  using type = T;
-};
-template <class T>
-using identity_t = typename identity<T>::type;
-
 inline index_t argmax_row(const float* p, index_t k) {
   return static_cast<index_t>(std::max_element(p, p + k) - p);
 }

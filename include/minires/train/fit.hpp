@@ -12,7 +12,9 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,22 +31,6 @@
 #include "minires/train/precise_bn.hpp"
 
 namespace minires {
-
-struct FitOptions {
-  index_t epochs = 1;
-  index_t batch_size = 32;  // Keras' default
-  bool shuffle = true;
-  std::uint64_t seed = 0;  // shuffling and augmentation
-  bool augment = false;    // pass a generator to Dataset::get while training
-  Schedule schedule = Schedule::constant();
-  index_t initial_epoch = 0;  // resume: epochs before this one count as done
-  // After each epoch (before validation), recompute_batch_norm_statistics over this many
-  // training batches, drawn in an order seeded from (seed, epoch); 0: keep the momentum
-  // averages of training (Keras).
-  index_t precise_bn_batches = 0;
-  // Polled between steps; when it becomes true, fit() stops without finishing the epoch.
-  const std::atomic<bool>* interrupt = nullptr;
-};
 
 struct EpochStats {
   index_t epoch = 0;  // 1-based
@@ -88,13 +74,44 @@ class Callback {
   virtual void on_train_end(const History&) {}
 };
 
-// Trains `model` (already initialised) on `train`, validating on `val` (may be null) after each
-// epoch. The optimizer is attached to the model's parameters here unless it already was (a
-// resumed optimizer keeps its state). Throws NumericalError if the loss stops being finite.
+// What fit() does: the hyper-parameters of the loop, and what runs beside it (validation data,
+// callbacks, an interrupt flag), none of them owned. The scalar type defaults to float like the
+// layers': FitOptions options; options.validation = val; options.callbacks = {progress, ckpt};
+template <class T = float>
+struct FitOptions {
+  FitOptions(index_t epochs = 1, index_t batch_size = 32)  // 32: Keras' default
+      : epochs(epochs), batch_size(batch_size) {}
+
+  index_t epochs;
+  index_t batch_size;
+  bool shuffle = true;
+  std::uint64_t seed = 0;  // shuffling and augmentation
+  bool augment = false;    // pass a generator to Dataset::get while training
+  Schedule schedule = Schedule::constant();
+  index_t initial_epoch = 0;  // resume: epochs before this one count as done
+  // After each epoch (before validation), recompute_batch_norm_statistics over this many
+  // training batches, drawn in an order seeded from (seed, epoch); 0: keep the momentum
+  // averages of training (Keras).
+  index_t precise_bn_batches = 0;
+  // Evaluated after each epoch (EpochStats::val_loss, val_accuracy); none by default. It must
+  // outlive fit().
+  std::optional<std::reference_wrapper<const Dataset<T>>> validation;
+  // Called in this order at each event (Callback); they must outlive fit().
+  std::vector<std::reference_wrapper<Callback<T>>> callbacks;
+  // Polled between steps; when it becomes true, fit() stops without finishing the epoch.
+  std::optional<std::reference_wrapper<const std::atomic<bool>>> interrupt;
+};
+
+// Trains `model` (already initialised) on `train`, as `options` say: validating on
+// options.validation after each epoch, calling options.callbacks. The optimizer is attached to
+// the model's parameters here unless it already was (a resumed optimizer keeps its state).
+// Throws NumericalError if the loss stops being finite.
 template <class T>
 History fit(Model<T>& model, Loss<T>& loss, Optimizer<T>& optimizer, const Dataset<T>& train,
-            const Dataset<detail::identity_t<T>>* val, const FitOptions& options,
-            const std::vector<Callback<detail::identity_t<T>>*>& callbacks = {}) {
+            const FitOptions<T>& options = {}) {
+  const Dataset<T>* val = options.validation ? &options.validation->get() : nullptr;
+  std::vector<Callback<T>*> callbacks;
+  for (auto& c : options.callbacks) callbacks.push_back(&c.get());
   check_num_threads();
   detail::check_dataset(model, train, "fit");
   if (val != nullptr) detail::check_dataset(model, *val, "fit (validation)");
@@ -137,7 +154,7 @@ History fit(Model<T>& model, Loss<T>& loss, Optimizer<T>& optimizer, const Datas
     EpochStats stats;
     stats.epoch = epoch + 1;
     for (index_t step = 0; step < steps; ++step) {
-      if (options.interrupt != nullptr && options.interrupt->load()) {
+      if (options.interrupt && options.interrupt->get().load()) {
         if (averaging) optimizer.swap_averages();
         history.interrupted = true;
         for (auto* c : callbacks) c->on_train_end(history);
@@ -162,8 +179,7 @@ History fit(Model<T>& model, Loss<T>& loss, Optimizer<T>& optimizer, const Datas
         correct +=
             detail::argmax_row(logits.data() + i * k, k) == labels[static_cast<std::size_t>(i)];
       }
-      loss.backward(model.output_grad());
-      model.backward();
+      model.backward(loss);
       stats.learning_rate = options.schedule.at(base_lr, epoch * steps + step, steps);
       optimizer.set_learning_rate(stats.learning_rate);
       optimizer.step();
