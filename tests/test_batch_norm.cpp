@@ -319,11 +319,11 @@ TEST_CASE("BatchNorm results do not depend on the thread count") {
   const auto x = random_tensor<float>(rng, s);
   const auto dy = random_tensor<float>(rng, s);
   const int threads = num_threads();
-  auto run = [&](int t) {
-    set_num_threads(t);
+  auto run = [&](int t) {  // set up at the default count, run with t threads
     RandomBatchNorm<float> bn;
     Rng r(3);
     setup(bn, s, r);
+    set_num_threads(t);
     std::vector<Tensor<float>> out;
     out.emplace_back(s);
     out.emplace_back(s);
@@ -334,6 +334,7 @@ TEST_CASE("BatchNorm results do not depend on the thread count") {
     return out;
   };
   const auto a = run(1);
+  set_num_threads(threads);
   const auto b = run(2);
   set_num_threads(threads);
   for (std::size_t i = 0; i < a.size(); ++i) {

@@ -719,34 +719,3 @@ TEST_CASE("ImageDataset::get allocates nothing, with or without augmentation") {
 }
 
 // ---- the real data ------------------------------------------------------------------------------
-
-TEST_CASE("the installed Fashion-MNIST data has the published shape and statistics") {
-  const std::string dir = default_fashion_mnist_dir();
-  if (!fs::is_directory(dir)) {
-    WARN("skipped: " << dir << " is not installed (apt-get install dataset-fashion-mnist)");
-    return;
-  }
-  const FashionMnist d = load_fashion_mnist(dir);
-  REQUIRE(d.train->size() == 60000);
-  REQUIRE(d.test->size() == 10000);
-  for (const auto* part : {d.train.get(), d.test.get()}) {
-    CHECK(part->images.rows == 28);
-    CHECK(part->images.cols == 28);
-    std::vector<index_t> histogram(10, 0);
-    for (std::uint8_t l : part->labels) ++histogram[l];
-    CHECK(histogram == std::vector<index_t>(10, part->size() / 10));  // 6000 / 1000 per class
-    const auto [lo, hi] =
-        std::minmax_element(part->images.pixels.begin(), part->images.pixels.end());
-    CHECK(*lo == 0);
-    CHECK(*hi == 255);
-  }
-  // the commonly quoted normalisation constants of the training set
-  const PixelStats s = pixel_statistics(d.train->images, 0, 60000);
-  CHECK(s.mean == Approx(0.2860).margin(5e-4));
-  CHECK(s.stddev == Approx(0.3530).margin(5e-4));
-  const auto split = split_fashion_mnist<float>(d);
-  CHECK(split.train.size() == 55000);
-  CHECK(split.validation.size() == 5000);
-  CHECK(split.test.size() == 10000);
-  CHECK(split.validation.label(0) == d.train->labels[55000]);
-}

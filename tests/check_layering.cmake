@@ -1,0 +1,55 @@
+# The layering rule of docs/architecture.md, checked on the sources: no header under
+# include/minires includes a header of a higher level. CTest runs it with cmake -P:
+#   -DINCLUDE_DIR=<source>/include/minires
+cmake_minimum_required(VERSION 3.25)
+
+# Levels, lowest first (docs/architecture.md).
+set(level_core 0)
+set(level_kernels 1)
+set(level_data 1)
+set(level_init 1)
+set(level_layers 2)
+set(level_loss 2)
+set(level_graph 3)
+set(level_optim 4)
+set(level_io 4)
+set(level_train 5)
+set(level_testing 5)
+set(level_umbrella 6)
+set(level_models 7)
+
+function(level_of path out)  # path relative to include/minires
+  if(path MATCHES "^([a-z_]+)/")
+    set(dir ${CMAKE_MATCH_1})
+  elseif(path STREQUAL "minires.hpp")
+    set(dir umbrella)
+  else()
+    set(dir core)  # version.hpp
+  endif()
+  if(NOT DEFINED level_${dir})
+    message(FATAL_ERROR "include/minires/${dir}/ has no level: add it to ${CMAKE_CURRENT_LIST_FILE} "
+                        "and to docs/architecture.md")
+  endif()
+  set(${out} ${level_${dir}} PARENT_SCOPE)
+endfunction()
+
+file(GLOB_RECURSE headers RELATIVE ${INCLUDE_DIR} ${INCLUDE_DIR}/*.hpp)
+set(violations "")
+set(count 0)
+foreach(h IN LISTS headers)
+  level_of(${h} mine)
+  file(STRINGS ${INCLUDE_DIR}/${h} includes REGEX "^#include [\"<]minires/")
+  foreach(line IN LISTS includes)
+    string(REGEX REPLACE "^#include [\"<]minires/([^\">]+)[\">].*" "\\1" target "${line}")
+    level_of(${target} theirs)
+    math(EXPR count "${count} + 1")
+    if(theirs GREATER mine)
+      string(APPEND violations "  ${h} (level ${mine}) includes ${target} (level ${theirs})\n")
+    endif()
+  endforeach()
+endforeach()
+if(violations)
+  message(FATAL_ERROR "headers that include a higher level:\n${violations}")
+endif()
+list(LENGTH headers n)
+message(STATUS "layering holds: ${n} headers, ${count} includes of minires headers")
