@@ -12,7 +12,9 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
+#include "minires/core/error.hpp"
 #include "minires/core/shape.hpp"
 #include "minires/core/span.hpp"
 #include "minires/core/tensor.hpp"
@@ -30,4 +32,19 @@ class Loss {
   virtual void backward(Tensor<T>& doutput, T scale = T(1)) const = 0;
 };
 
+namespace detail {
+
+// Throws ValueError, naming `loss`, the position and the value, unless every label is in [0, k).
+inline void check_labels(const char* loss, Span<const std::int32_t> labels, index_t k) {
+  for (std::size_t i = 0; i < labels.size(); ++i) {
+    if (labels[i] < 0 || labels[i] >= k) {
+      throw ValueError(std::string(loss) + ": label " + std::to_string(labels[i]) +
+                       " at position " + std::to_string(i) +
+                       " is out of range: expected a class in [0, " + std::to_string(k) + ") for " +
+                       std::to_string(k) + " classes");
+    }
+  }
+}
+
+}  // namespace detail
 }  // namespace minires

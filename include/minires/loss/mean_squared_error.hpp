@@ -48,13 +48,7 @@ class MeanSquaredError : public Loss<T> {
                        " labels (one per row of " + s.str() + "), found " +
                        std::to_string(labels.size()));
     }
-    for (index_t i = 0; i < n; ++i) {
-      const std::int32_t label = labels[static_cast<std::size_t>(i)];
-      if (label < 0 || label >= k) {
-        throw ValueError("MeanSquaredError: label " + std::to_string(label) + " at position " +
-                         std::to_string(i) + " is outside [0, " + std::to_string(k) + ")");
-      }
-    }
+    detail::check_labels("MeanSquaredError", labels, k);
     diff_.resize(s);
     double sum = 0.0;  // summed in order: the same result for any thread count
     for (index_t i = 0; i < n; ++i) {

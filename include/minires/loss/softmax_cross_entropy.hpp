@@ -81,14 +81,7 @@ class SoftmaxCrossEntropy : public Loss<T> {
                        " labels (one per row of logits " + logits.shape().str() + "), found " +
                        std::to_string(labels.size()));
     }
-    for (index_t i = 0; i < n; ++i) {
-      const std::int32_t label = labels[static_cast<std::size_t>(i)];
-      if (label < 0 || label >= k) {
-        throw ValueError("SoftmaxCrossEntropy: label " + std::to_string(label) + " at position " +
-                         std::to_string(i) + " is out of range: expected a class in [0, " +
-                         std::to_string(k) + ") for " + std::to_string(k) + " classes");
-      }
-    }
+    detail::check_labels("SoftmaxCrossEntropy", labels, k);
     std::copy(labels.begin(), labels.end(), labels_.begin());  // all valid: cache them
     probs_.resize(logits.shape());
     losses_.resize(Shape{n});

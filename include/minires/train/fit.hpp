@@ -110,8 +110,6 @@ template <class T>
 History fit(Model<T>& model, Loss<T>& loss, Optimizer<T>& optimizer, const Dataset<T>& train,
             const FitOptions<T>& options = {}) {
   const Dataset<T>* val = options.validation ? &options.validation->get() : nullptr;
-  std::vector<Callback<T>*> callbacks;
-  for (auto& c : options.callbacks) callbacks.push_back(&c.get());
   check_num_threads();
   detail::check_dataset(model, train, "fit");
   if (val != nullptr) detail::check_dataset(model, *val, "fit (validation)");
@@ -139,12 +137,12 @@ History fit(Model<T>& model, Loss<T>& loss, Optimizer<T>& optimizer, const Datas
   std::vector<index_t> order(static_cast<std::size_t>(n));
 
   FitInfo info{options.epochs, options.initial_epoch, steps, n, val ? val->size() : 0, bs};
-  for (auto* c : callbacks) c->on_train_begin(info);
+  for (Callback<T>& c : options.callbacks) c.on_train_begin(info);
   History history;
   using clock = std::chrono::steady_clock;
 
   for (index_t epoch = options.initial_epoch; epoch < options.epochs; ++epoch) {
-    for (auto* c : callbacks) c->on_epoch_begin(epoch + 1);
+    for (Callback<T>& c : options.callbacks) c.on_epoch_begin(epoch + 1);
     if (averaging) optimizer.swap_averages();  // train the raw weights
     detail::fill_order(order, options.shuffle, detail::epoch_seed(options.seed, epoch, 1));
     Rng augment_rng(detail::epoch_seed(options.seed, epoch, 2));
@@ -157,7 +155,7 @@ History fit(Model<T>& model, Loss<T>& loss, Optimizer<T>& optimizer, const Datas
       if (options.interrupt && options.interrupt->get().load()) {
         if (averaging) optimizer.swap_averages();
         history.interrupted = true;
-        for (auto* c : callbacks) c->on_train_end(history);
+        for (Callback<T>& c : options.callbacks) c.on_train_end(history);
         return history;
       }
       const index_t start = step * bs, m = std::min(bs, n - start);
@@ -193,7 +191,7 @@ History fit(Model<T>& model, Loss<T>& loss, Optimizer<T>& optimizer, const Datas
                       loss_sum / static_cast<double>(seen),
                       static_cast<double>(correct) / static_cast<double>(seen),
                       std::chrono::duration<double>(clock::now() - t0).count()};
-      for (auto* c : callbacks) c->on_batch_end(p);
+      for (Callback<T>& c : options.callbacks) c.on_batch_end(p);
     }
     if (averaging) optimizer.swap_averages();  // validate and checkpoint the averaged weights
     if (options.precise_bn_batches > 0) {
@@ -211,14 +209,15 @@ History fit(Model<T>& model, Loss<T>& loss, Optimizer<T>& optimizer, const Datas
     }
     history.epochs.push_back(stats);
     bool go_on = true;
-    for (auto* c : callbacks) go_on = c->on_epoch_end(stats, model, optimizer) && go_on;
+    for (Callback<T>& c : options.callbacks)
+      go_on = c.on_epoch_end(stats, model, optimizer) && go_on;
     if (!go_on) {
       history.stopped_early = true;
       break;
     }
   }
   optimizer.set_learning_rate(base_lr);
-  for (auto* c : callbacks) c->on_train_end(history);
+  for (Callback<T>& c : options.callbacks) c.on_train_end(history);
   return history;
 }
 
