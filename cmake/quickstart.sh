@@ -80,7 +80,7 @@ case "$cmd" in
     cmake --preset fuzz -DMINIRES_FUZZ_SECONDS="${MINIRES_FUZZ_SECONDS:-60}" >/dev/null
     cmake --build --preset fuzz -j "$jobs"
     log "running the fuzz targets (libFuzzer, ASan + UBSan), ${MINIRES_FUZZ_SECONDS:-60} s each"
-    ctest --preset fuzz
+    ctest --preset fuzz -j "$jobs"  # each target fuzzes on one core
     ;;
   train)
     install_deps

@@ -171,6 +171,39 @@ TEST_CASE("only regular files load, and declared sizes are checked before anythi
   CHECK(flat(a) == original);
 }
 
+TEST_CASE("architectures saved with the pooling layers' short names still load") {
+  // Before the pooling layers reported Keras' class names, checkpoints stored MaxPool2D,
+  // AvgPool2D and GlobalAvgPool2D, and default node names made from them (max_pool2d_1).
+  // Reading translates the types and those default names; other names stay as they are.
+  const std::string old_text =
+      "input_1 Input  <- (None, 1, 28, 28)\n"
+      "max_pool2d_1 MaxPool2D pool=2x2 strides=2x2 padding=valid <- input_1 (None, 1, 14, 14)\n"
+      "MaxPool2D MaxPool2D pool=2x2 strides=1x1 padding=same <- max_pool2d_1 (None, 1, 14, 14)\n"
+      "avg_pool2d_x AvgPool2D pool=2x2 strides=2x2 padding=valid <- MaxPool2D (None, 1, 7, 7)\n"
+      "global_avg_pool2d_1 GlobalAvgPool2D  <- avg_pool2d_x (None, 1)\n"
+      "output global_avg_pool2d_1\n";
+  const std::string current =
+      "input_1 Input  <- (None, 1, 28, 28)\n"
+      "max_pooling2d_1 MaxPooling2D pool=2x2 strides=2x2 padding=valid <- input_1 "
+      "(None, 1, 14, 14)\n"
+      "MaxPool2D MaxPooling2D pool=2x2 strides=1x1 padding=same <- max_pooling2d_1 "
+      "(None, 1, 14, 14)\n"
+      "avg_pool2d_x AveragePooling2D pool=2x2 strides=2x2 padding=valid <- MaxPool2D "
+      "(None, 1, 7, 7)\n"
+      "global_average_pooling2d_1 GlobalAveragePooling2D  <- avg_pool2d_x (None, 1)\n"
+      "output global_average_pooling2d_1\n";
+  CHECK(detail::with_current_type_names(old_text) == current);
+  CHECK(detail::with_current_type_names(current) == current);
+
+  Model<float> m;
+  Node x = m.input(Shape{1, 4, 4});
+  x = m.add(MaxPool2D(2), x, "max_pool2d_1");  // a new file: a name given is kept as it is
+  x = m.add(GlobalAvgPool2D(), x);
+  m.set_output(x);
+  CHECK(m.architecture().find(" MaxPooling2D ") != std::string::npos);
+  CHECK(detail::with_current_type_names(m.architecture()) == m.architecture());
+}
+
 TEST_CASE("optimizer state round-trips") {
   TempFile file("test_checkpoint_opt.mrm");
   auto train = test::line_patterns<float>(64, 3);

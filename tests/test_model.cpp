@@ -33,7 +33,7 @@ TEST_CASE("the seed model: shapes, names, parameter counts, summary") {
   CHECK(s.find("re_lu_1") == std::string::npos);  // snake_case of "ReLU" is "relu"
   CHECK(s.find("relu_1 (ReLU)") != std::string::npos);
   CHECK(s.find("(None, 64, 14, 14)") != std::string::npos);
-  CHECK(s.find("max_pool2d_1") != std::string::npos);
+  CHECK(s.find("max_pooling2d_1 (MaxPooling2D)") != std::string::npos);  // as Keras names it
   CHECK(m.layer("softmax10") != nullptr);
   CHECK_THROWS_AS(m.layer("nope"), ValueError);
 }
@@ -41,7 +41,11 @@ TEST_CASE("the seed model: shapes, names, parameter counts, summary") {
 TEST_CASE("the seed model as the notebook ran it, and the small ResNet") {
   auto w = seed_resnet<float>(/*as_written=*/true);
   w.init(1);
-  CHECK(w.summary().find("MaxPool2D") == std::string::npos);  // the pool was never connected
+  CHECK(w.summary().find("MaxPooling2D") == std::string::npos);  // the pool was never connected
+  auto intended = seed_resnet<float>();
+  intended.init(1);
+  CHECK(intended.summary().find("(MaxPooling2D)") != std::string::npos);
+  CHECK(intended.summary().find("(AveragePooling2D)") != std::string::npos);
   CHECK(w.output_shape(Node{static_cast<int>(w.size()) - 2}) == Shape{12544});  // 64 x 14 x 14
   CHECK(w.trainable_count() + w.non_trainable_count() == 128506);
   auto r = models::small_resnet<float>();

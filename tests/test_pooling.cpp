@@ -394,12 +394,18 @@ TEST_CASE("Pooling results do not depend on the thread count") {
   }
 }
 
+TEST_CASE("pooling layers report Keras' class names") {
+  CHECK(std::string(MaxPool2D<float>().type()) == "MaxPooling2D");
+  CHECK(std::string(AvgPool2D<float>().type()) == "AveragePooling2D");
+  CHECK(std::string(GlobalAvgPool2D<float>().type()) == "GlobalAveragePooling2D");
+}
+
 TEST_CASE("Pooling layers and Flatten reject bad use") {
   CHECK_THROWS_AS(MaxPool2D<double>(0), ValueError);
   CHECK_THROWS_WITH(MaxPool2D<double>(0),
-                    Catch::Contains("MaxPool2D") && Catch::Contains("found pool 0x0"));
+                    Catch::Contains("MaxPooling2D") && Catch::Contains("found pool 0x0"));
   CHECK_THROWS_WITH(AvgPool2D<double>(Pool2DOptions{2, 2, -1, 1, Padding::Valid}),
-                    Catch::Contains("AvgPool2D") && Catch::Contains("strides -1x1"));
+                    Catch::Contains("AveragePooling2D") && Catch::Contains("strides -1x1"));
 
   MaxPool2D<double> pool(3);
   const Shape rank3{2, 7, 5};

@@ -26,6 +26,7 @@
 #include <map>
 #include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "minires/core/error.hpp"
@@ -42,6 +43,66 @@ namespace detail {
 
 inline constexpr char checkpoint_magic[8] = {'M', 'I', 'N', 'I', 'R', 'E', 'S', '\x1a'};
 inline constexpr std::uint32_t checkpoint_version = 1;
+
+// Files written before the pooling layers reported Keras' class names hold the short aliases
+// (MaxPool2D, AvgPool2D, GlobalAvgPool2D) as types and the default node names made from them
+// (max_pool2d_1, ...). Reading such a file translates both, so those checkpoints still load.
+// Each line of an architecture description is "name type config <- inputs shape", the last
+// "output name"; names, types and shapes are separated by single spaces.
+inline std::string with_current_type_names(const std::string& architecture) {
+  static const std::pair<const char*, const char*> types[] = {
+      {"MaxPool2D", "MaxPooling2D"},
+      {"AvgPool2D", "AveragePooling2D"},
+      {"GlobalAvgPool2D", "GlobalAveragePooling2D"}};
+  static const std::pair<const char*, const char*> default_names[] = {
+      {"max_pool2d_", "max_pooling2d_"},
+      {"avg_pool2d_", "average_pooling2d_"},
+      {"global_avg_pool2d_", "global_average_pooling2d_"}};
+  std::vector<std::string> lines;
+  bool old_types = false;
+  for (std::size_t start = 0; start < architecture.size();) {
+    std::size_t end = architecture.find('\n', start);
+    end = end == std::string::npos ? architecture.size() : end + 1;
+    std::string line = architecture.substr(start, end - start);
+    const std::size_t at = line.find(' ');
+    const std::size_t type_end = at == std::string::npos ? at : line.find(' ', at + 1);
+    if (type_end != std::string::npos) {
+      const std::string type = line.substr(at + 1, type_end - at - 1);
+      for (const auto& [old_name, name] : types) {
+        if (type == old_name) {
+          line.replace(at + 1, type.size(), name);
+          old_types = true;
+        }
+      }
+    }
+    lines.push_back(line);
+    start = end;
+  }
+  std::string out;
+  for (const std::string& line : lines) {
+    if (!old_types) {
+      out += line;
+      continue;
+    }
+    // an old file: its default node names follow the old type names too
+    for (std::size_t start = 0; start <= line.size();) {
+      std::size_t end = line.find_first_of(" \n", start);
+      if (end == std::string::npos) end = line.size();
+      std::string token = line.substr(start, end - start);
+      for (const auto& [old_prefix, prefix] : default_names) {
+        const std::size_t n = std::char_traits<char>::length(old_prefix);
+        if (token.size() > n && token.compare(0, n, old_prefix) == 0 &&
+            token.find_first_not_of("0123456789", n) == std::string::npos) {
+          token = prefix + token.substr(n);
+        }
+      }
+      out += token;
+      if (end < line.size()) out += line[end];
+      start = end + 1;
+    }
+  }
+  return out;
+}
 
 class ByteWriter {
  public:
@@ -150,7 +211,7 @@ inline CheckpointFile parse_checkpoint(const unsigned char* data, std::size_t si
     throw FormatError("load '" + path + "': checksum mismatch (the file is corrupt or truncated)");
   }
   CheckpointFile file;
-  file.architecture = r.str("architecture");
+  file.architecture = with_current_type_names(r.str("architecture"));
   const auto n_meta = r.pod<std::uint32_t>("metadata count");
   for (std::uint32_t i = 0; i < n_meta; ++i) {
     std::string k = r.str("metadata key");

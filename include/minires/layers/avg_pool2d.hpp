@@ -12,13 +12,11 @@ namespace minires {
 template <class T = float>
 class AvgPool2D final : public Pool2D<T> {
  public:
-  explicit AvgPool2D(const Pool2DOptions& options = {}) : Pool2D<T>("AvgPool2D", options) {}
+  explicit AvgPool2D(const Pool2DOptions& options = {}) : Pool2D<T>("AveragePooling2D", options) {}
   // Square pool; stride 0 means the pool size.
   explicit AvgPool2D(index_t pool, index_t stride = 0,
                      kernels::Padding padding = kernels::Padding::Valid)
       : AvgPool2D(Pool2DOptions{pool, pool, stride, stride, padding}) {}
-
-  const char* type() const override { return "AvgPool2D"; }
 
   void setup(Span<const Shape> inputs) override { this->plan_pool(inputs); }
 

@@ -13,7 +13,7 @@ namespace minires {
 template <class T = float>
 class GlobalAvgPool2D final : public UnaryLayer<T> {
  public:
-  const char* type() const override { return "GlobalAvgPool2D"; }
+  const char* type() const override { return "GlobalAveragePooling2D"; }
 
   Shape output_shape(Span<const Shape> inputs) const override {
     this->expect_inputs(inputs, 1);

@@ -47,7 +47,9 @@ class Layer {
  public:
   virtual ~Layer() = default;
 
-  // Keras-style type name ("Conv2D", "BatchNormalization", ...).
+  // Keras' class name of the layer ("Conv2D", "BatchNormalization", "MaxPooling2D", ...), as
+  // Keras' summary prints it; the C++ class may use Keras' short alias (MaxPool2D). Saved in
+  // the architecture description of every checkpoint.
   virtual const char* type() const = 0;
   // Inputs the layer takes: a fixed count, or -1 for "two or more" (Add).
   virtual int num_inputs() const { return 1; }

@@ -16,13 +16,11 @@ namespace minires {
 template <class T = float>
 class MaxPool2D final : public Pool2D<T> {
  public:
-  explicit MaxPool2D(const Pool2DOptions& options = {}) : Pool2D<T>("MaxPool2D", options) {}
+  explicit MaxPool2D(const Pool2DOptions& options = {}) : Pool2D<T>("MaxPooling2D", options) {}
   // Square pool; stride 0 means the pool size.
   explicit MaxPool2D(index_t pool, index_t stride = 0,
                      kernels::Padding padding = kernels::Padding::Valid)
       : MaxPool2D(Pool2DOptions{pool, pool, stride, stride, padding}) {}
-
-  const char* type() const override { return "MaxPool2D"; }
 
   // Sizes the argmax cache for the largest batch.
   void setup(Span<const Shape> inputs) override {
@@ -44,7 +42,7 @@ class MaxPool2D final : public Pool2D<T> {
                 Span<Tensor<T>* const> dx) override {
     Tensor<T>* dx0 = this->backward_grad(x, y, dy, dx);
     if (x[0]->dim(0) != cached_batch_) {
-      throw ShapeError(std::string(type()) + ": expected the batch of " +
+      throw ShapeError(std::string(this->type()) + ": expected the batch of " +
                        std::to_string(cached_batch_) + " cached by the last forward, found " +
                        std::to_string(x[0]->dim(0)) + " (backward must follow forward)");
     }

@@ -20,6 +20,9 @@ struct Pool2DOptions {
 template <class T>
 class Pool2D : public UnaryLayer<T> {
  public:
+  // Keras' class name: "MaxPooling2D" or "AveragePooling2D".
+  const char* type() const final { return type_name_; }
+
   // The options as given, with zero strides replaced by the pool size.
   const Pool2DOptions& options() const noexcept { return options_; }
 
@@ -38,13 +41,14 @@ class Pool2D : public UnaryLayer<T> {
   }
 
  protected:
-  // `name` is the layer's type() for messages (virtual calls are not available here).
-  Pool2D(const char* name, const Pool2DOptions& options) : options_(options) {
+  // `type_name` is the layer's type(), a string literal.
+  Pool2D(const char* type_name, const Pool2DOptions& options)
+      : type_name_(type_name), options_(options) {
     if (options_.stride_h == 0) options_.stride_h = options_.pool_h;
     if (options_.stride_w == 0) options_.stride_w = options_.pool_w;
     if (options_.pool_h < 1 || options_.pool_w < 1 || options_.stride_h < 1 ||
         options_.stride_w < 1) {
-      throw ValueError(std::string(name) +
+      throw ValueError(std::string(type_name) +
                        ": expected a pool size >= 1 and strides >= 1 (or 0 for the pool size), "
                        "found pool " +
                        std::to_string(options.pool_h) + "x" + std::to_string(options.pool_w) +
@@ -81,6 +85,7 @@ class Pool2D : public UnaryLayer<T> {
                                         options_.stride_h, options_.stride_w, options_.padding);
   }
 
+  const char* type_name_;
   Pool2DOptions options_;
   kernels::ConvGeometry geometry_;
 };
