@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
                         "make_corpus");
 
   Model<float> m;
-  Node x = m.input(Shape{1, 4, 4});
+  Node x = m.add_input(Shape{1, 4, 4});
   x = m.add(Conv2D<float>(2, 3, Conv2DOptions().same()), x);
   x = m.add(BatchNorm<float>(), x);
   x = m.add(ReLU<float>(), x);

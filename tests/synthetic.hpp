@@ -45,7 +45,7 @@ TensorDataset<T> line_patterns(index_t n, std::uint64_t seed) {
 template <class T>
 Model<T> small_resnet() {
   Model<T> m;
-  Node x = m.input(Shape{1, 8, 8});
+  Node x = m.add_input(Shape{1, 8, 8});
   x = m.add(Conv2D<T>(8, 3, Conv2DOptions().same()), x);
   x = m.add(BatchNorm<T>(), x);
   x = m.add(ReLU<T>(), x);

@@ -102,7 +102,7 @@ TEST_CASE("bad files throw clear errors and leave the model unchanged") {
   }
   SECTION("another architecture") {
     Model<float> other;
-    Node x = other.input(Shape{1, 8, 8});
+    Node x = other.add_input(Shape{1, 8, 8});
     x = other.add(Conv2D<float>(4, 3, Conv2DOptions().same()), x);
     x = other.add(GlobalAvgPool2D<float>(), x);
     other.add(Dense<float>(4), x);
@@ -196,7 +196,7 @@ TEST_CASE("architectures saved with the pooling layers' short names still load")
   CHECK(detail::with_current_type_names(current) == current);
 
   Model<float> m;
-  Node x = m.input(Shape{1, 4, 4});
+  Node x = m.add_input(Shape{1, 4, 4});
   x = m.add(MaxPool2D(2), x, "max_pool2d_1");  // a new file: a name given is kept as it is
   x = m.add(GlobalAvgPool2D(), x);
   m.set_output(x);
@@ -235,7 +235,7 @@ TEST_CASE("load_model rebuilds a saved model from its own architecture descripti
   ModelRegistry<float> known;
   known.add("dense", [] {
     Model<float> m;
-    m.add(Dense<float>(4), m.input(Shape{64}));
+    m.add(Dense<float>(4), m.add_input(Shape{64}));
     return m;
   });
   known.add("small_resnet", [] { return test::small_resnet<float>(); });

@@ -397,7 +397,7 @@ TEST_CASE("evaluate with flip test-time augmentation averages image and mirror p
   // Flipping needs images.
   TensorDataset<double> flat(Tensor<double>(Shape{4, 64}), std::vector<std::int32_t>(4, 0), 4);
   Model<double> dense;
-  dense.add(Dense<double>(4), dense.input(Shape{64}));
+  dense.add(Dense<double>(4), dense.add_input(Shape{64}));
   dense.init(1);
   o.flip = true;
   CHECK_THROWS_AS(evaluate(dense, flat, o), ShapeError);

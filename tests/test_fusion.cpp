@@ -159,7 +159,7 @@ TEST_CASE("layers without fusion refuse it") {
 
 TEST_CASE("Model fuses each ReLU that is the only consumer of a BatchNorm or Add") {
   Model<float> m;
-  Node x = m.input(Shape{2, 6, 6});
+  Node x = m.add_input(Shape{2, 6, 6});
   Node c = m.add(Conv2D<float>(4, 3, Conv2DOptions().same()), x, "conv");
   Node relu_conv = m.add(ReLU<float>(), c, "relu_conv");  // Conv2D: no fusion
   Node bn = m.add(BatchNorm<float>(), relu_conv, "bn");

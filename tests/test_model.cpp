@@ -57,7 +57,7 @@ TEST_CASE("the seed model as the notebook ran it, and the small ResNet") {
 
 TEST_CASE("shape mismatches are caught while building, naming layers and shapes") {
   Model<float> m;
-  Node in = m.input(Shape{3, 8, 8});
+  Node in = m.add_input(Shape{3, 8, 8});
   Node a = m.add(Conv2D<float>(4, 3, Conv2DOptions().same()), in, "conv_a");
   Node b = m.add(Conv2D<float>(5, 3, Conv2DOptions().same()), in, "conv_b");
   CHECK_THROWS_AS(m.add(Add<float>(), {a, b}, "merge"), ShapeError);
@@ -75,7 +75,7 @@ TEST_CASE("shape mismatches are caught while building, naming layers and shapes"
   CHECK_THROWS_WITH(m.add(Conv2D<float>(4, 3), a, "conv_a"), Catch::Contains("already exists"));
   CHECK_THROWS_AS(m.add(Add<float>(), {a}), ShapeError);  // Add needs two or more inputs
   CHECK_THROWS_AS(m.add(ReLU<float>(), Node{42}), ValueError);
-  CHECK_THROWS_AS(m.input(Shape{1, 2, 3}), ValueError);  // one input only
+  CHECK_THROWS_AS(m.add_input(Shape{1, 2, 3}), ValueError);  // one input only
   CHECK_THROWS_AS(identity_block(m, a, {4, 4, 8}), ShapeError);
   // a kernel larger than the input
   CHECK_THROWS_WITH(m.add(Conv2D<float>(2, 9), a), Catch::Contains("Conv2D"));
@@ -91,7 +91,7 @@ TEST_CASE("shape mismatches are caught while building, naming layers and shapes"
 
 TEST_CASE("residual builders: He blocks, projections, stages") {
   Model<float> m;
-  Node x = m.input(Shape{3, 16, 16});
+  Node x = m.add_input(Shape{3, 16, 16});
   x = m.add(Conv2D<float>(8, 3, Conv2DOptions().same()), x);
   x = basic_block(m, x, 8);  // identity shortcut
   const auto before = m.size();
@@ -114,7 +114,7 @@ TEST_CASE("residual builders: He blocks, projections, stages") {
 
 TEST_CASE("gradient check of a whole residual graph with a node that has two consumers") {
   Model<double> m;
-  Node x = m.input(Shape{2, 5, 5});
+  Node x = m.add_input(Shape{2, 5, 5});
   Node r = m.add(Conv2D<double>(3, 3, Conv2DOptions().same()), x);
   r = m.add(BatchNorm<double>(), r);
   r = m.add(ReLU<double>(), r);  // consumed by the conv below and by the add
@@ -198,7 +198,7 @@ TEST_CASE("zero_grad clears activation gradients beyond a smaller batch run in b
 
 TEST_CASE("a Model<float> is built without naming the scalar type, with fluent Conv2D settings") {
   Model<float> m;
-  Node x = m.input(Shape{1, 12, 12});
+  Node x = m.add_input(Shape{1, 12, 12});
   x = m.add(Conv2D(4, 3).same(), x, "conv");
   x = m.add(BatchNorm(), x);
   x = m.add(ReLU(), x);

@@ -181,7 +181,7 @@ TEST_CASE(
         Shape{2, 3, 4, 3});
   CHECK(AvgPool2D<float>(3, 2, Padding::Valid).output_shape(Span<const Shape>(&odd, 1)) ==
         Shape{2, 3, 3, 2});
-  CHECK(AvgPool2D<float>(Pool2DOptions{2, 3, 1, 2, Padding::Valid})
+  CHECK(AvgPool2D<float>(Pool2DOptions().pool(2, 3).strides(1, 2).valid())
             .output_shape(Span<const Shape>(&odd, 1)) == Shape{2, 3, 6, 2});
   CHECK(GlobalAvgPool2D<float>().output_shape(Span<const Shape>(&odd, 1)) == Shape{2, 3});
   CHECK(Flatten<float>().output_shape(Span<const Shape>(&odd, 1)) == Shape{2, 105});
@@ -379,7 +379,7 @@ TEST_CASE("Pooling results do not depend on the thread count") {
   const Shape s{8, 16, 28, 28};  // large enough for the parallel path
   const Tensor<float> x = random_tensor<float>(rng, s);
   for (Pool kind : {Pool::Max, Pool::Avg}) {
-    auto layer = make_pool<float>(kind, Pool2DOptions{3, 3, 2, 2, Padding::Same});
+    auto layer = make_pool<float>(kind, Pool2DOptions().pool(3).strides(2).same());
     layer->setup(Span<const Shape>(&s, 1));
     const Tensor<float> dy =
         random_tensor<float>(rng, layer->output_shape(Span<const Shape>(&s, 1)));
@@ -404,7 +404,7 @@ TEST_CASE("Pooling layers and Flatten reject bad use") {
   CHECK_THROWS_AS(MaxPool2D<double>(0), ValueError);
   CHECK_THROWS_WITH(MaxPool2D<double>(0),
                     Catch::Contains("MaxPooling2D") && Catch::Contains("found pool 0x0"));
-  CHECK_THROWS_WITH(AvgPool2D<double>(Pool2DOptions{2, 2, -1, 1, Padding::Valid}),
+  CHECK_THROWS_WITH(AvgPool2D<double>(Pool2DOptions().strides(-1, 1)),
                     Catch::Contains("AveragePooling2D") && Catch::Contains("strides -1x1"));
 
   MaxPool2D<double> pool(3);

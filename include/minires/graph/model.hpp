@@ -2,7 +2,7 @@
 // Keras' (the seed notebook's model is written that way):
 //
 //   Model<float> m;
-//   Node x = m.input(Shape{1, 28, 28});
+//   Node x = m.add_input(Shape{1, 28, 28});
 //   Node y = m.add(Conv2D(4, 3).same(), x);
 //   Node z = m.add(Add(), {y, x});             // branches and merges
 //   m.set_output(z);
@@ -54,14 +54,15 @@ class Model {
 
   // ---- Building --------------------------------------------------------------------------
 
-  // The model's input: the shape of one sample, without the batch dimension (e.g. {1, 28, 28}).
-  Node input(const Shape& sample_shape, const std::string& name = "") {
+  // Adds the model's input: the shape of one sample, without the batch dimension (e.g.
+  // {1, 28, 28}). Builders are add_input / add / set_output; input() and output() query.
+  Node add_input(const Shape& sample_shape, const std::string& name = "") {
     if (input_ >= 0)
-      throw ValueError("Model::input: the model already has an input ('" + nodes_[input_].name +
+      throw ValueError("Model::add_input: the model already has an input ('" + nodes_[input_].name +
                        "')");
     if (sample_shape.rank() >= Shape::max_rank) {
       throw ShapeError(
-          "Model::input: expected a sample shape of rank <= 3 (the batch is added), found " +
+          "Model::add_input: expected a sample shape of rank <= 3 (the batch is added), found " +
           sample_shape.str());
     }
     NodeData n;
@@ -312,9 +313,10 @@ class Model {
       if (n.name == name) return n.layer.get();
     throw ValueError("Model::layer: no layer named '" + name + "'");
   }
+  // The input node (add_input) and the output node (set_output, else the last node added).
   Node output() const { return Node{output_id()}; }
-  Node input_node() const {
-    if (input_ < 0) throw ValueError("Model: the model has no input; call input() first");
+  Node input() const {
+    if (input_ < 0) throw ValueError("Model: the model has no input; call add_input() first");
     return Node{input_};
   }
   // (n, sample shape...)
@@ -400,7 +402,7 @@ class Model {
     }
   }
   void check_built() const {
-    if (input_ < 0) throw ValueError("Model: the model has no input; call input() first");
+    if (input_ < 0) throw ValueError("Model: the model has no input; call add_input() first");
     if (nodes_.size() < 2) throw ValueError("Model: the model has no layers");
   }
   int output_id() const { return output_ >= 0 ? output_ : static_cast<int>(nodes_.size()) - 1; }

@@ -10,11 +10,33 @@
 namespace minires {
 
 // Keras 2.0 MaxPooling2D / AveragePooling2D arguments: pool_size=(2, 2), strides=None (the
-// pool size), padding='valid'.
+// pool size), padding='valid'. Set fluently, as Conv2DOptions:
+//   MaxPool2D(Pool2DOptions().pool(3).strides(2).same())
 struct Pool2DOptions {
   index_t pool_h = 2, pool_w = 2;
   index_t stride_h = 0, stride_w = 0;  // 0: the pool size (Keras' strides=None)
   kernels::Padding padding = kernels::Padding::Valid;
+
+  Pool2DOptions& pool(index_t p) { return pool(p, p); }
+  Pool2DOptions& pool(index_t ph, index_t pw) {
+    pool_h = ph;
+    pool_w = pw;
+    return *this;
+  }
+  Pool2DOptions& strides(index_t s) { return strides(s, s); }
+  Pool2DOptions& strides(index_t sh, index_t sw) {
+    stride_h = sh;
+    stride_w = sw;
+    return *this;
+  }
+  Pool2DOptions& same() {
+    padding = kernels::Padding::Same;
+    return *this;
+  }
+  Pool2DOptions& valid() {
+    padding = kernels::Padding::Valid;
+    return *this;
+  }
 };
 
 template <class T>

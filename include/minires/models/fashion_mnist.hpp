@@ -31,7 +31,7 @@ namespace minires::models {
 template <class T>
 Model<T> seed_resnet(bool as_written = false) {
   Model<T> m;
-  Node x = m.input(Shape{1, 28, 28});
+  Node x = m.add_input(Shape{1, 28, 28});
   x = m.add(Conv2D<T>(4, 3, Conv2DOptions().same()), x, "Conv1");
   x = m.add(BatchNorm<T>(), x, "BN_Conv1");
   x = m.add(ReLU<T>(), x);
@@ -50,7 +50,7 @@ Model<T> seed_resnet(bool as_written = false) {
 template <class T>
 Model<T> small_resnet() {
   Model<T> m;
-  Node x = m.input(Shape{1, 28, 28});
+  Node x = m.add_input(Shape{1, 28, 28});
   const auto conv = Conv2DOptions().same().no_bias().kernel_init(Initializer::HeNormal);
   x = m.add(Conv2D<T>(32, 3, conv), x, "stem_conv");
   x = m.add(BatchNorm<T>(), x, "stem_bn");

@@ -50,7 +50,7 @@ inline index_t argmax_row(const double* p, index_t k) {
 
 template <class T>
 void check_dataset(const Model<T>& model, const Dataset<T>& data, const char* what) {
-  const Shape want = model.output_shape(model.input_node());
+  const Shape want = model.output_shape(model.input());
   if (data.sample_shape() != want) {
     throw ShapeError(std::string(what) + ": the model takes samples of shape " + want.str() +
                      ", the dataset has " + data.sample_shape().str());
