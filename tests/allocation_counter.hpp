@@ -1,58 +1,12 @@
-// Counts every heap allocation of the test program that includes it, by replacing the global
-// operator new. Include it in exactly one file of a test executable.
-//
-// Every plain and nothrow form of new and delete is replaced, so that whatever form a library
-// allocates with (Catch2 uses new(std::nothrow)), its delete is the matching replacement; a
-// partial set pairs the runtime's new with this free(), which AddressSanitizer reports as an
-// alloc-dealloc mismatch.
+// Counts every heap allocation of the test program that links allocation_counter.cpp, which
+// replaces the global operator new (in the "training" test program only).
 #pragma once
 
 #include <atomic>
-#include <cstdlib>
-#include <new>
-
-// GCC cannot see that these replacements pair malloc with free, hence the pragma.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 
 namespace minires::test {
 
-inline std::atomic<long long> g_allocations{0};
-
-inline void* counted_malloc(std::size_t n) noexcept {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  return std::malloc(n == 0 ? 1 : n);
-}
+// Heap allocations so far.
+extern std::atomic<long long> g_allocations;
 
 }  // namespace minires::test
-
-void* operator new(std::size_t n) {
-  if (void* p = minires::test::counted_malloc(n)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) {
-  return operator new(n);
-}
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-  return minires::test::counted_malloc(n);
-}
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
-  return minires::test::counted_malloc(n);
-}
-void operator delete(void* p) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::size_t) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, const std::nothrow_t&) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, const std::nothrow_t&) noexcept {
-  std::free(p);
-}

@@ -10,7 +10,10 @@
 cmake_minimum_required(VERSION 3.25)
 
 function(run expect_success expect_output)
+  string(TIMESTAMP started "%s")
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  string(TIMESTAMP finished "%s")
+  math(EXPR seconds "${finished} - ${started}")
   set(all "${out}${err}")
   if(expect_success AND NOT rc EQUAL 0)
     message(FATAL_ERROR "'${ARGN}' failed (${rc}):\n${all}")
@@ -21,7 +24,7 @@ function(run expect_success expect_output)
   if(NOT all MATCHES "${expect_output}")
     message(FATAL_ERROR "'${ARGN}': expected output matching '${expect_output}', found:\n${all}")
   endif()
-  message(STATUS "ok: ${ARGN}")
+  message(STATUS "ok (${seconds} s): ${ARGN}")
 endfunction()
 
 # Command-line errors need no data.

@@ -20,6 +20,7 @@ using namespace minires;
 using kernels::ConvGeometry;
 using kernels::Padding;
 using minires::test::random_tensor;
+using minires::test::to_double;
 
 namespace {
 
@@ -133,11 +134,6 @@ const std::vector<ConvCase>& parallel_cases() {
 template <class T>
 Conv2D<T> make_conv(const ConvCase& c) {
   return Conv2D<T>(c.filters, c.kernel_h, c.kernel_w, c.options);
-}
-
-template <class T>
-std::vector<double> to_double(const Tensor<T>& t) {
-  return std::vector<double>(t.begin(), t.end());
 }
 
 // Largest |a - b| / (1 + |b|).

@@ -14,6 +14,7 @@
 
 using namespace minires;
 using minires::test::random_tensor;
+using minires::test::to_double;
 
 namespace {
 
@@ -49,11 +50,6 @@ struct NaiveDense {
       }
   }
 };
-
-template <class T>
-std::vector<double> to_double(const Tensor<T>& t) {
-  return std::vector<double>(t.begin(), t.end());
-}
 
 template <class T>
 void check_close(const Tensor<T>& a, const std::vector<double>& b) {

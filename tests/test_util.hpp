@@ -16,6 +16,12 @@ std::vector<T> random_vector(Rng& rng, index_t n, double lo = -1.0, double hi = 
   return v;
 }
 
+// The values of a tensor as doubles, for the double-precision references.
+template <class T>
+std::vector<double> to_double(const Tensor<T>& t) {
+  return std::vector<double>(t.begin(), t.end());
+}
+
 // A tensor of the given shape with values drawn uniformly from [lo, hi).
 template <class T>
 Tensor<T> random_tensor(Rng& rng, const Shape& shape, double lo = -1.0, double hi = 1.0) {
