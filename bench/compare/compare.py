@@ -43,12 +43,37 @@ def run_json(cmd, env):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def openblas_coretype():
+    """The OpenBLAS kernel set for this CPU's SIMD width (None: let OpenBLAS detect it)."""
+    flags = cpu_flags()
+    if "avx512f" in flags:
+        return "SkylakeX"
+    if "avx2" in flags and "fma" in flags:
+        return "Haswell"
+    return None
+
+
 def env_for(threads):
     env = dict(os.environ)
-    # OPENBLAS_CORETYPE: Debian's OpenBLAS 0.3.21 mis-detects this CPU and falls back to SSE3
-    # kernels (~5x slower SGEMM), which would handicap PyTorch's im2col path and Linear layers.
-    env.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               OPENBLAS_CORETYPE="SkylakeX")
+    # OPENBLAS_CORETYPE: Debian's OpenBLAS 0.3.21 mis-detects some of the project's CPUs and
+    # falls back to SSE3 kernels (~5x slower SGEMM), which would handicap PyTorch's im2col path
+    # and Linear layers; the core type follows the CPU's SIMD width (SkylakeX kernels would be
+    # illegal instructions on an AVX2-only CPU).
+    env.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    coretype = openblas_coretype()
+    if coretype:
+        env["OPENBLAS_CORETYPE"] = coretype
     return env
 
 

@@ -38,8 +38,21 @@
 
 namespace minires::kernels {
 
-// Rows of A per packed block (and per micro-kernel call).
-inline constexpr index_t gemm_mr = 8;
+// Vector registers of the instruction set this build targets: the micro-kernels size their
+// register blocks to it (accumulators + operands must fit, or every FMA spills to the stack).
+// AVX-512 and AArch64 have 32; AVX2, AVX and SSE have 16.
+inline constexpr int simd_registers =
+#if defined(__AVX512F__) || defined(__aarch64__)
+    32;
+#else
+    16;
+#endif
+
+// Rows of A per packed block (and per micro-kernel call), and SIMD batches of columns per
+// micro-kernel call: a gemm_mr x gemm_nv block of accumulators, plus gemm_nv loads of B and one
+// broadcast of A, in the register file (8 x 3 + 3 + 1 = 28 of 32; 4 x 3 + 3 + 1 = 16 of 16).
+inline constexpr index_t gemm_mr = simd_registers >= 32 ? 8 : 4;
+inline constexpr int gemm_nv = 3;
 
 inline index_t round_up(index_t v, index_t m) noexcept {
   return (v + m - 1) / m * m;
@@ -180,7 +193,8 @@ template <class T, class Rows>
 void gemm_packed_rows(const T* Ap, index_t M, index_t K, const Rows& brows, index_t N, T* C,
                       index_t ldc, const T* row_init, Segments seg) {
   constexpr index_t L = simd_width<T>();
-  constexpr index_t NB = 3 * L;
+  constexpr index_t NB = gemm_nv * L;
+  static_assert(gemm_nv == 3, "the dispatch below handles 1 to 3 batches");
   for (index_t n0 = 0; n0 < N; n0 += NB) {
     const index_t cols = std::min(NB, N - n0);
     for (index_t m0 = 0; m0 < M; m0 += gemm_mr) {
@@ -271,8 +285,8 @@ void atb_columns(const T* at, index_t ld, index_t n0, index_t n1, const TapRows<
 //   Ct[k * ld + m] += sum_n At[n * ld + m] * B_k[n]      for m < ld, k < channels * taps
 // with row k of B at b + (k / taps) * channel_stride + tap_offset[k % taps] (N elements read),
 // At = Aᵀ (N x ld) and ld = round_up(M, simd width) (At is 0 in columns m >= M, and so are the
-// extra columns of Ct). A block of up to 4 SIMD batches of m times 6 to 16 rows k stays in
-// registers over 64 consecutive n (one broadcast of B_k[n] per row, MV loads of At per n): the
+// extra columns of Ct). A block of up to 4 SIMD batches of m times 6 to 16 rows k (2 x 6 or
+// 1 x 12 with 16 vector registers) stays in registers over 64 consecutive n (one broadcast of B_k[n] per row, MV loads of At per n): the
 // 64 rows of At and the B rows they meet stay in L1 while every k passes over them, instead of
 // streaming all of A and B from L2 once per block, and no horizontal sums are needed. Each
 // Ct[k][m] adds its terms in n order.
@@ -284,22 +298,32 @@ void gemm_atb_taps(const T* At, index_t ld, index_t N, const T* b, index_t chann
   const index_t K = channels * taps, vecs = ld / L;
   for (index_t n0 = 0; n0 < N; n0 += NC) {
     const index_t n1 = std::min(N, n0 + NC);
-    for (index_t v0 = 0; v0 < vecs; v0 += 4) {
-      const T* at = At + v0 * L;
-      T* ct = Ct + v0 * L;
-      switch (std::min<index_t>(4, vecs - v0)) {
-        case 4:
-          detail::atb_columns<T, 4, 6>(at, ld, n0, n1, brows, K, ct);
-          break;
-        case 3:
-          detail::atb_columns<T, 3, 8>(at, ld, n0, n1, brows, K, ct);
-          break;
-        case 2:
-          detail::atb_columns<T, 2, 12>(at, ld, n0, n1, brows, K, ct);
-          break;
-        default:
-          detail::atb_columns<T, 1, 16>(at, ld, n0, n1, brows, K, ct);
-          break;
+    if constexpr (simd_registers >= 32) {
+      for (index_t v0 = 0; v0 < vecs; v0 += 4) {
+        const T* at = At + v0 * L;
+        T* ct = Ct + v0 * L;
+        switch (std::min<index_t>(4, vecs - v0)) {
+          case 4:
+            detail::atb_columns<T, 4, 6>(at, ld, n0, n1, brows, K, ct);
+            break;
+          case 3:
+            detail::atb_columns<T, 3, 8>(at, ld, n0, n1, brows, K, ct);
+            break;
+          case 2:
+            detail::atb_columns<T, 2, 12>(at, ld, n0, n1, brows, K, ct);
+            break;
+          default:
+            detail::atb_columns<T, 1, 16>(at, ld, n0, n1, brows, K, ct);
+            break;
+        }
+      }
+    } else {  // 16 registers: 2 x 6 and 1 x 12 blocks (12 accumulators, 14-15 registers)
+      for (index_t v0 = 0; v0 < vecs; v0 += 2) {
+        if (vecs - v0 >= 2) {
+          detail::atb_columns<T, 2, 6>(At + v0 * L, ld, n0, n1, brows, K, Ct + v0 * L);
+        } else {
+          detail::atb_columns<T, 1, 12>(At + v0 * L, ld, n0, n1, brows, K, Ct + v0 * L);
+        }
       }
     }
   }
