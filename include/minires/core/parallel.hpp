@@ -10,9 +10,11 @@
 #include <omp.h>
 #endif
 
+#include <algorithm>
 #include <string>
 
 #include "minires/core/error.hpp"
+#include "minires/core/shape.hpp"
 
 namespace minires {
 
@@ -71,6 +73,43 @@ inline void check_num_threads() {
 // that share a core, often many times slower than with hardware_threads().
 inline bool oversubscribed(int n) noexcept {
   return n > hardware_threads();
+}
+
+}  // namespace minires
+
+namespace minires {
+
+// Work, in simple operations (one element read, computed and written; one SIMD multiply-add),
+// below which a piece of work runs on one thread: starting a parallel region costs microseconds,
+// and far more when the cores are shared with other processes.
+inline constexpr index_t parallel_min_work = index_t(1) << 14;
+
+// Items per chunk for items that cost `work_per_item` operations each: the grain that makes a
+// chunk worth a thread (at least 1).
+inline index_t parallel_grain(index_t work_per_item) noexcept {
+  return work_per_item >= parallel_min_work
+             ? 1
+             : (parallel_min_work + std::max<index_t>(work_per_item, 1) - 1) /
+                   std::max<index_t>(work_per_item, 1);
+}
+
+// Calls body(begin, end) on contiguous chunks that cover [0, n), in one OpenMP parallel region
+// when there is work for more than one chunk of `grain` items (as ATen's at::parallel_for):
+// min(num_threads(), n / grain) chunks, one per thread, else body(0, n) on the calling thread.
+// The chunks depend on the thread count, so body must compute each item independently of how
+// [0, n) is cut (reductions across items keep their own fixed partition, as the convolutions'
+// batch slots do).
+template <class Body>
+void parallel_for(index_t n, index_t grain, Body&& body) {
+  if (n <= 0) return;
+  const index_t chunks =
+      std::min<index_t>(num_threads(), std::max<index_t>(1, n / std::max<index_t>(grain, 1)));
+  if (chunks <= 1) {
+    body(index_t(0), n);
+    return;
+  }
+#pragma omp parallel for schedule(static) num_threads(static_cast <int>(chunks))
+  for (index_t c = 0; c < chunks; ++c) body(n * c / chunks, n * (c + 1) / chunks);
 }
 
 }  // namespace minires

@@ -285,7 +285,10 @@ class Model {
     std::vector<LayerTime> out;
     for (const auto& n : nodes_) {
       if (!n.layer) continue;
-      out.push_back({n.name, std::string(n.layer->type()) + (n.layer->fused_relu() ? "+ReLU" : ""),
+      const std::string algorithm = n.layer->algorithm();
+      out.push_back({n.name,
+                     std::string(n.layer->type()) + (n.layer->fused_relu() ? "+ReLU" : "") +
+                         (algorithm.empty() ? "" : " (" + algorithm + ")"),
                      n.forward_s, n.backward_s, n.forward_calls, n.backward_calls});
     }
     return out;

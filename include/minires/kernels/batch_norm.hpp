@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "minires/core/parallel.hpp"
 #include "minires/core/shape.hpp"
 #include "minires/kernels/elementwise.hpp"
 
@@ -41,7 +42,6 @@ struct BatchNormDims {
 namespace detail {
 
 inline constexpr index_t bn_segment = 512;
-inline constexpr index_t bn_parallel_min = 1 << 15;  // elements below which one thread runs
 
 template <class T>
 using ConstArrayMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
@@ -88,8 +88,10 @@ const T* run_grad(const T* dy, const T* z, bool relu, index_t off, index_t len, 
 // Runs body(c) for every channel, in parallel when the tensor is large.
 template <class Body>
 void for_channels(const BatchNormDims& d, Body&& body) {
-#pragma omp parallel for schedule(static) if (d.size() >= bn_parallel_min)
-  for (index_t c = 0; c < d.channels; ++c) body(c);
+  parallel_for(d.channels, parallel_grain(d.size() / std::max<index_t>(d.channels, 1)),
+               [&](index_t c0, index_t c1) {
+                 for (index_t c = c0; c < c1; ++c) body(c);
+               });
 }
 
 }  // namespace detail

@@ -1,8 +1,8 @@
 // Element-wise kernels on raw buffers, vectorised with xsimd. Each handles any length: the body
 // runs in full SIMD batches and the tail (n not a multiple of the SIMD width) in scalar code.
-// Long arrays are split into fixed blocks shared among OpenMP threads; the partition does not
-// depend on the thread count, and each element is computed independently, so results are
-// identical for any number of threads.
+// Long arrays run in parallel (core/parallel.hpp) in chunks of whole blocks of 1024 elements, so
+// every element takes the same SIMD or scalar path for any thread count; each element is computed
+// independently, so results are identical for any number of threads.
 #pragma once
 
 #include <xsimd/xsimd.hpp>
@@ -11,24 +11,23 @@
 #include <cmath>
 #include <cstddef>
 
+#include "minires/core/parallel.hpp"
 #include "minires/core/shape.hpp"
 
 namespace minires::kernels {
 
 namespace detail {
 
-// Elements per parallel block, and the length below which a kernel stays on one thread.
-inline constexpr index_t elementwise_block = 1 << 14;
-inline constexpr index_t elementwise_parallel_min = 1 << 16;
+// Elements per block: chunk boundaries fall on whole blocks (a multiple of every SIMD width).
+inline constexpr index_t elementwise_block = 1 << 10;
 
-// Calls body(begin, end) over [0, n) in blocks, in parallel when n is large.
+// Calls body(begin, end) over [0, n) in chunks of whole blocks, in parallel when n is large.
 template <class Body>
 void for_blocks(index_t n, Body&& body) {
   const index_t blocks = (n + elementwise_block - 1) / elementwise_block;
-#pragma omp parallel for schedule(static) if (n >= elementwise_parallel_min)
-  for (index_t b = 0; b < blocks; ++b) {
-    body(b * elementwise_block, std::min(n, (b + 1) * elementwise_block));
-  }
+  parallel_for(blocks, parallel_grain(elementwise_block), [&](index_t b0, index_t b1) {
+    body(b0 * elementwise_block, std::min(n, b1 * elementwise_block));
+  });
 }
 
 // Runs simd(i) for each full batch starting at i in [begin, end) and scalar(i) for the tail.

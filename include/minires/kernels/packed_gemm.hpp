@@ -286,10 +286,10 @@ void atb_columns(const T* at, index_t ld, index_t n0, index_t n1, const TapRows<
 // with row k of B at b + (k / taps) * channel_stride + tap_offset[k % taps] (N elements read),
 // At = Aᵀ (N x ld) and ld = round_up(M, simd width) (At is 0 in columns m >= M, and so are the
 // extra columns of Ct). A block of up to 4 SIMD batches of m times 6 to 16 rows k (2 x 6 or
-// 1 x 12 with 16 vector registers) stays in registers over 64 consecutive n (one broadcast of B_k[n] per row, MV loads of At per n): the
-// 64 rows of At and the B rows they meet stay in L1 while every k passes over them, instead of
-// streaming all of A and B from L2 once per block, and no horizontal sums are needed. Each
-// Ct[k][m] adds its terms in n order.
+// 1 x 12 with 16 vector registers) stays in registers over 64 consecutive n (one broadcast of
+// B_k[n] per row, MV loads of At per n): the 64 rows of At and the B rows they meet stay in L1
+// while every k passes over them, instead of streaming all of A and B from L2 once per block, and
+// no horizontal sums are needed. Each Ct[k][m] adds its terms in n order.
 template <class T>
 void gemm_atb_taps(const T* At, index_t ld, index_t N, const T* b, index_t channel_stride,
                    index_t channels, index_t taps, const index_t* tap_offset, T* Ct) {

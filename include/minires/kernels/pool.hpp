@@ -26,15 +26,13 @@
 #include <string>
 
 #include "minires/core/error.hpp"
+#include "minires/core/parallel.hpp"
 #include "minires/core/shape.hpp"
 #include "minires/kernels/im2col.hpp"
 
 namespace minires::kernels {
 
 namespace detail {
-
-// Window cells (summed over planes) below which a pooling call stays on one thread.
-inline constexpr index_t pool_parallel_min = 1 << 15;
 
 inline void check_pool_geometry(const ConvGeometry& g) {
   if (g.pad_top >= g.kernel_h || g.pad_bottom >= g.kernel_h || g.pad_left >= g.kernel_w ||
@@ -54,9 +52,9 @@ inline void check_pool_geometry(const ConvGeometry& g) {
 // Calls body(p) for each plane p in [0, planes): one parallel region when the work is large.
 template <class Body>
 void for_each_plane(index_t planes, index_t work_per_plane, Body&& body) {
-  const bool parallel = planes > 1 && planes * work_per_plane >= pool_parallel_min;
-#pragma omp parallel for schedule(static) if (parallel)
-  for (index_t p = 0; p < planes; ++p) body(p);
+  parallel_for(planes, parallel_grain(work_per_plane), [&](index_t p0, index_t p1) {
+    for (index_t p = p0; p < p1; ++p) body(p);
+  });
 }
 
 // Calls body(o, h0, h1, w0, w1) for each output cell o = oh*OW + ow of one plane, in row-major

@@ -20,20 +20,18 @@
 #include <cmath>
 #include <cstdint>
 
+#include "minires/core/parallel.hpp"
 #include "minires/core/shape.hpp"
 
 namespace minires::kernels {
 
 namespace detail {
 
-// Elements below which a softmax call stays on one thread.
-inline constexpr index_t softmax_parallel_min = 1 << 15;
-
 template <class Body>
 void for_each_row(index_t rows, index_t cols, Body&& body) {
-  const bool parallel = rows > 1 && rows * cols >= softmax_parallel_min;
-#pragma omp parallel for schedule(static) if (parallel)
-  for (index_t r = 0; r < rows; ++r) body(r);
+  parallel_for(rows, parallel_grain(cols), [&](index_t r0, index_t r1) {
+    for (index_t r = r0; r < r1; ++r) body(r);
+  });
 }
 
 // The shift of a row's softmax: log p_k = (z_k - max) - log_sum. Subtracting the max first

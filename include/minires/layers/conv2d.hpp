@@ -91,6 +91,11 @@ class Conv2D : public UnaryLayer<T> {
   }
 
   const char* type() const override { return "Conv2D"; }
+  const char* algorithm() const override {
+    return geometry_.channels > 0 ? kernels::conv2d_algorithm_name(
+                                        kernels::conv2d_plan<T>(geometry_, filters_).algorithm)
+                                  : "";
+  }
 
   // Fluent settings, as Conv2DOptions has them: m.add(Conv2D(64, 3).strides(2).same(), x).
   // They change the configuration and may only be used before the layer is set up.

@@ -80,6 +80,10 @@ class Layer {
   // True for the ReLU layer: what Model fuses into a layer that can_fuse_relu().
   virtual bool is_relu() const { return false; }
 
+  // The algorithm the layer chose at setup for its shapes, where it has a choice (Conv2D:
+  // "shifted", "im2col", "pointwise"), shown by Model::profile_report; "" otherwise.
+  virtual const char* algorithm() const { return ""; }
+
   // Layers that keep moving statistics of their inputs (BatchNorm): while averaging is on,
   // Mode::Train sets them to the plain average of the batch statistics seen since it was turned
   // on (PreciseBN: recompute_batch_norm_statistics). Returns false, and does nothing, for a

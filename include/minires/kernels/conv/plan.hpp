@@ -1,0 +1,165 @@
+// How a 2-D convolution runs, chosen from its geometry alone: the algorithm, the images per
+// product (group) and the workspace layout. conv2d.hpp dispatches on the plan; each algorithm
+// lives in its own header beside this one:
+//   pointwise.hpp     1x1, stride 1, no padding: one matrix product per image on the NCHW data
+//   shifted.hpp       stride 1 or 2 with 'same' output size: products on shifted views of
+//                     zero-padded planes, no column matrix
+//   im2col_gemm.hpp   everything else: im2col columns of a group of images, one product
+#pragma once
+
+#include <algorithm>
+
+#include "minires/core/shape.hpp"
+#include "minires/kernels/im2col.hpp"
+#include "minires/kernels/packed_gemm.hpp"
+
+namespace minires::kernels {
+
+// The algorithms of conv2d_forward/backward.
+enum class Conv2DAlgorithm { Pointwise, Shifted, Im2col };
+
+inline const char* conv2d_algorithm_name(Conv2DAlgorithm a) noexcept {
+  switch (a) {
+    case Conv2DAlgorithm::Pointwise:
+      return "pointwise";
+    case Conv2DAlgorithm::Shifted:
+      return "shifted";
+    case Conv2DAlgorithm::Im2col:
+      return "im2col";
+  }
+  return "?";
+}
+
+// True when the convolution is a plain matrix product per image (1x1, stride 1, no padding).
+inline bool conv2d_is_pointwise(const ConvGeometry& g) noexcept {
+  return g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 &&
+         g.pad_top == 0 && g.pad_bottom == 0 && g.pad_left == 0 && g.pad_right == 0;
+}
+
+// Largest kernel (kh * kw) of a shifted convolution; larger ones take im2col.
+inline constexpr index_t conv2d_max_shifted_taps = 64;
+
+// Smallest column count (C * kh * kw) of a shifted convolution: below it (a first layer on one
+// channel) copying the product into the output costs more than im2col saves.
+inline constexpr index_t conv2d_min_shifted_rows = 32;
+
+// Where each tap of a shifted convolution reads (see the header comment), and how far the taps
+// reach around an output pixel in the phase grid.
+struct ShiftedTaps {
+  index_t count = 0, phases = 1;
+  index_t phase[conv2d_max_shifted_taps] = {}, dr[conv2d_max_shifted_taps] = {},
+          dc[conv2d_max_shifted_taps] = {};
+  index_t reach_h = 0, reach_w = 0;
+
+  explicit ShiftedTaps(const ConvGeometry& g) noexcept {
+    const auto floor_div = [](index_t v, index_t d) { return (v - ((v % d) + d) % d) / d; };
+    count = std::min(g.kernel_h * g.kernel_w, conv2d_max_shifted_taps);
+    phases = g.stride_h * g.stride_w;
+    for (index_t t = 0; t < count; ++t) {
+      const index_t di = t / g.kernel_w - g.pad_top, dj = t % g.kernel_w - g.pad_left;
+      dr[t] = floor_div(di, g.stride_h);
+      dc[t] = floor_div(dj, g.stride_w);
+      phase[t] = (di - dr[t] * g.stride_h) * g.stride_w + (dj - dc[t] * g.stride_w);
+      reach_h = std::max({reach_h, dr[t], -dr[t]});
+      reach_w = std::max({reach_w, dc[t], -dc[t]});
+    }
+  }
+};
+
+// True when the convolution runs "shifted" (see the header comment): stride 1 or 2, output the
+// input size divided by the stride (rounded up), a kernel larger than 1x1 (a strided 1x1
+// convolution's im2col is a cheap subsampling copy), and at most 4/3 as many product columns
+// as output pixels (4x4 outputs of a 3x3 kernel would compute 25 columns per 16 pixels: im2col
+// is faster there).
+inline bool conv2d_is_shifted(const ConvGeometry& g) noexcept {
+  const auto ceil_div = [](index_t v, index_t d) { return (v + d - 1) / d; };
+  const index_t taps = g.kernel_h * g.kernel_w;
+  if (g.stride_h > 2 || g.stride_w > 2 || g.out_h != ceil_div(g.height, g.stride_h) ||
+      g.out_w != ceil_div(g.width, g.stride_w) || taps == 1 || taps > conv2d_max_shifted_taps ||
+      g.col_rows() < conv2d_min_shifted_rows) {
+    return false;
+  }
+  const ShiftedTaps t(g);
+  const index_t cols = (g.out_h + t.reach_h) * (g.out_w + t.reach_w);
+  return 3 * cols <= 4 * g.out_h * g.out_w;
+}
+
+// How conv2d_forward/backward use their workspace (sizes in elements).
+struct Conv2DPlan {
+  Conv2DAlgorithm algorithm = Conv2DAlgorithm::Im2col;
+  index_t group = 1;      // images per GEMM
+  index_t packed_w = 0;   // pack_a(w), F x K
+  index_t packed_wt = 0;  // pack_a(wᵀ), K x F (shifted: each phase's w_phaseᵀ, C x F*taps)
+  index_t col = 0;        // per slot: columns of a group, K x G*P (+ SIMD overrun)
+                          // (shifted: the padded planes of x, C x phases x plane)
+  index_t dy = 0;         // per slot: the group's output gradient, F x G*P (+ overrun)
+                          // (shifted: the padded planes of dy, F x plane)
+  index_t dcol = 0;       // per slot: wᵀ · dy, K x G*P (shifted: the product, C x cols, and
+                          // before it dypᵀ, cols x round_up(F, SIMD width))
+  index_t acc = 0;        // per slot, shifted only: dwᵀ of the slot's images, K x round_up(F)
+  index_t partial = 0;    // per slot after the first: dw (F x K) then db (F)
+  // Shifted convolutions (all 0 otherwise): the padded layout of the header comment.
+  index_t row = 0, gap = 0, origin = 0;  // Wp, gap, offset of the first pixel
+  index_t image_cols = 0;                // (OH + gap) * Wp: product columns per image
+  index_t plane = 0;                     // elements per plane (channel and phase) of a group
+  index_t phases = 1;                    // stride_h * stride_w
+
+  bool shifted() const noexcept { return image_cols > 0; }  // conv2d_is_shifted, as planned
+
+  index_t slot_size() const noexcept { return col + dy + dcol + acc; }
+  index_t size(int slots) const noexcept {
+    return packed_w + packed_wt + slots * slot_size() + (slots - 1) * partial;
+  }
+};
+
+template <class T>
+Conv2DPlan conv2d_plan(const ConvGeometry& g, index_t filters) {
+  Conv2DPlan p;
+  const index_t K = g.col_rows(), P = g.col_cols();
+  p.partial = filters * (K + 1);
+  if (conv2d_is_pointwise(g)) {
+    p.algorithm = Conv2DAlgorithm::Pointwise;
+    return p;
+  }
+  const index_t overrun = simd_width<T>();
+  if (conv2d_is_shifted(g)) {
+    p.algorithm = Conv2DAlgorithm::Shifted;
+    // About 768 product columns per group (16 blocks of the micro-kernel), at most 16 images.
+    constexpr index_t target_cols = 768, max_group = 16;
+    const ShiftedTaps taps(g);
+    p.phases = taps.phases;
+    p.row = g.out_w + taps.reach_w;
+    p.gap = taps.reach_h;
+    p.origin = (p.gap + 1) * p.row;
+    p.image_cols = (g.out_h + p.gap) * p.row;
+    p.group = std::clamp<index_t>((target_cols + p.image_cols - 1) / p.image_cols, 1, max_group);
+    const index_t cols = p.group * p.image_cols;
+    // Reads reach origin + cols + gap * Wp + reach_w + a micro-kernel block (3 SIMD batches).
+    p.plane = p.origin + cols + (p.gap + 1) * p.row + 3 * overrun;
+    p.packed_w = packed_a_size(filters, K);
+    p.packed_wt = packed_a_size(g.channels, filters * g.kernel_h * g.kernel_w);
+    p.col = g.channels * p.phases * p.plane;
+    p.dy = filters * p.plane;
+    p.dcol = std::max(round_up(filters, overrun), g.channels) * cols;
+    p.acc = K * round_up(filters, overrun);
+    return p;
+  }
+  // At least 192 columns (8 SIMD batches of 16 floats), at most 16 images and ~1 MB of columns.
+  constexpr index_t min_cols = 192, max_group = 16, max_col_bytes = 1 << 20;
+  const index_t by_cache = std::max<index_t>(1, max_col_bytes / (index_t(sizeof(T)) * K * P));
+  p.group = std::max<index_t>(1, std::min({(min_cols + P - 1) / P, max_group, by_cache}));
+  p.packed_w = packed_a_size(filters, K);
+  p.packed_wt = packed_a_size(K, filters);
+  p.col = K * p.group * P + overrun;
+  p.dy = filters * p.group * P + overrun;
+  p.dcol = K * p.group * P;
+  return p;
+}
+
+// Elements of workspace conv2d_forward/backward need for `slots` slots.
+template <class T>
+index_t conv2d_workspace_size(const ConvGeometry& g, index_t filters, int slots) {
+  return conv2d_plan<T>(g, filters).size(slots);
+}
+
+}  // namespace minires::kernels
