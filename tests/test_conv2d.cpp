@@ -127,6 +127,21 @@ const std::vector<ConvCase>& parallel_cases() {
        1,
        1,
        Conv2DOptions().strides(2).no_bias()},
+      // 3x3 stride 1 with C F / (C + F) >= 3 x the SIMD width: Winograd F(4x4, 3x3) for the
+      // forward and the input gradient on every host (kernels/conv/plan.hpp).
+      {"winograd: 3x3 same, 128 -> 128 at 6x7, batch 5",
+       {5, 128, 6, 7},
+       128,
+       3,
+       3,
+       Conv2DOptions().same()},
+      {"winograd: 3x3 valid, 96 -> 144 at 7x6, batch 3, no bias",
+       {3, 96, 7, 6},
+       144,
+       3,
+       3,
+       Conv2DOptions().no_bias()},
+      {"winograd: 3x3 same at 4x4, batch 37", {37, 128, 4, 4}, 128, 3, 3, Conv2DOptions().same()},
   };
   return c;
 }
@@ -201,6 +216,17 @@ TEST_CASE("Conv2D gradients match finite differences") {
   }
 }
 
+TEST_CASE("Conv2D gradients through the Winograd path match finite differences") {
+  Rng rng(44);
+  testing::LayerCheckOptions options;
+  options.grad.max_checks = 40;  // evenly spaced elements of each tensor
+  Conv2D<double> conv(128, 3, Conv2DOptions().same());
+  const Shape in{1, 128, 4, 5};
+  conv.setup(Span<const Shape>(&in, 1));
+  REQUIRE(std::string(conv.algorithm()) == "winograd");
+  minires::test::require_gradients(conv, {in}, rng, "winograd", options);
+}
+
 TEST_CASE("Conv2D gradient check without the input gradient (dx null)") {
   Rng rng(43);
   testing::LayerCheckOptions options;
@@ -231,6 +257,8 @@ TEMPLATE_TEST_CASE("Conv2D forward and backward match direct loops", "", float, 
     INFO(c.name);
     auto conv = make_conv<T>(c);
     compare_with_naive(conv, c.input, c.input[0], rng);
+    const bool named_winograd = std::string(c.name).rfind("winograd", 0) == 0;
+    CHECK((std::string(conv.algorithm()) == "winograd") == named_winograd);
   }
   // Random geometries, batches spread over the threads.
   for (int trial = 0; trial < 40; ++trial) {

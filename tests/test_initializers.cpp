@@ -1,5 +1,5 @@
-// Initializers: Keras 2.0 limits (worked by hand from Keras 2.0's initializers.py), bounds, and mean and
-// variance within sampling error (5 standard errors) of the distributions' exact moments,
+// Initializers: Keras 2.0 limits (worked by hand from Keras 2.0's initializers.py), bounds, and
+// mean and variance within sampling error (5 standard errors) of the distributions' exact moments,
 // including TensorFlow's 2-sigma truncation of he_normal / glorot_normal without Keras 2.2's
 // 0.8796 correction.
 #include <catch2/catch.hpp>

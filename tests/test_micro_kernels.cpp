@@ -187,4 +187,101 @@ TEST_CASE("conv2d_plan picks the algorithm from the geometry") {
   CHECK(algorithm(1, 28, 3, 1, true) == "im2col");    // 9 column rows: too few to pay
   CHECK(algorithm(32, 28, 1, 2, true) == "im2col");   // strided 1x1: a cheap subsampling copy
   CHECK(algorithm(8, 10, 3, 1, false) == "im2col");   // 'valid'
+  // Winograd where C F / (C + F) >= 3 x the SIMD width (128 -> 128: 64, enough on every host).
+  Conv2D<float> wide(128, 3, Conv2DOptions().same());
+  const Shape in{2, 128, 7, 7};
+  wide.setup(Span<const Shape>(&in, 1));
+  CHECK(std::string(wide.algorithm()) == "winograd");
+}
+
+namespace {
+
+// y[n][f][oh][ow] = init + bias[f] + sum_{c,i,j} w[f][c][i][j] x[n][c][oh - pt + i][ow - pl + j]
+// (w rotated by 180 degrees when `rotate`), in double.
+template <class T>
+std::vector<double> naive_conv3x3(const std::vector<T>& x, index_t n,
+                                  const kernels::WinogradShape& s, const std::vector<T>& w,
+                                  bool rotate, const T* bias, const std::vector<T>& init) {
+  std::vector<double> y(static_cast<std::size_t>(n * s.out_size()));
+  for (index_t b = 0; b < n; ++b)
+    for (index_t f = 0; f < s.filters; ++f)
+      for (index_t oh = 0; oh < s.out_h; ++oh)
+        for (index_t ow = 0; ow < s.out_w; ++ow) {
+          const index_t at = ((b * s.filters + f) * s.out_h + oh) * s.out_w + ow;
+          double acc = double(init[static_cast<std::size_t>(at)]) + (bias ? double(bias[f]) : 0.0);
+          for (index_t c = 0; c < s.channels; ++c)
+            for (index_t i = 0; i < 3; ++i)
+              for (index_t j = 0; j < 3; ++j) {
+                const index_t h = oh - s.pad_top + i, v = ow - s.pad_left + j;
+                if (h < 0 || h >= s.height || v < 0 || v >= s.width) continue;
+                const index_t q = rotate ? 8 - (i * 3 + j) : i * 3 + j;
+                acc += double(w[static_cast<std::size_t>((f * s.channels + c) * 9 + q)]) *
+                       double(x[static_cast<std::size_t>(
+                           ((b * s.channels + c) * s.height + h) * s.width + v)]);
+              }
+          y[static_cast<std::size_t>(at)] = acc;
+        }
+  return y;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("winograd_conv matches a direct 3x3 convolution", "", float, double) {
+  using T = TestType;
+  Rng rng(14);
+  const index_t L = kernels::simd_width<T>(), panel = kernels::gemm_nv * L;
+  struct Case {
+    const char* name;
+    kernels::WinogradShape s;
+    index_t n;
+  };
+  const Case cases[] = {
+      {"same, odd sizes", {3, 9, 10, 1, 1, 5, 9, 10}, 3},
+      {"valid", {2, 8, 7, 0, 0, 4, 6, 5}, 2},
+      {"padding 2 (an input gradient of a valid convolution)", {3, 5, 5, 2, 2, 2, 7, 7}, 2},
+      {"one channel, 4x4, many images", {1, 4, 4, 1, 1, 1, 4, 4}, 7},
+      {"partial row blocks", {17, 6, 6, 1, 1, kernels::gemm_mr * 2 + 1, 6, 6}, 2},
+      {"1x1 output", {4, 3, 3, 0, 0, 3, 1, 1}, 5},
+  };
+  for (const auto& c : cases) {
+    const auto& s = c.s;
+    for (index_t block : {panel, kernels::winograd_block<T>(s.channels, s.filters)}) {
+      for (bool accumulate : {false, true}) {
+        for (bool rotate : {false, true}) {
+          INFO(c.name << ", block " << block << (accumulate ? ", accumulating" : "")
+                      << (rotate ? ", rotated kernel" : ""));
+          const auto x = random_vector<T>(rng, c.n * s.in_size());
+          const auto w = random_vector<T>(rng, s.filters * s.channels * 9);
+          const auto bias = random_vector<T>(rng, s.filters);
+          auto y = accumulate ? random_vector<T>(rng, c.n * s.out_size())
+                              : std::vector<T>(static_cast<std::size_t>(c.n * s.out_size()), T(0));
+          const auto y0 = y;
+          std::vector<T> up(
+              static_cast<std::size_t>(kernels::winograd_packed_size(s.filters, s.channels)));
+          kernels::winograd_pack_kernel(
+              s.filters, s.channels,
+              [&](index_t f, index_t ch) { return w.data() + (f * s.channels + ch) * 9; }, rotate,
+              up.data());
+          std::vector<T> work(static_cast<std::size_t>(
+              kernels::winograd_slot_size<T>(block, std::max(s.channels, s.filters))));
+          const T* b = accumulate ? nullptr : bias.data();
+          if (accumulate) {
+            kernels::winograd_conv<true>(x.data(), c.n, s, up.data(), b, block, y.data(),
+                                         work.data());
+          } else {
+            kernels::winograd_conv<false>(x.data(), c.n, s, up.data(), b, block, y.data(),
+                                          work.data());
+          }
+          const auto ref = naive_conv3x3(x, c.n, s, w, rotate, b, y0);
+          double worst = 0;
+          for (std::size_t i = 0; i < ref.size(); ++i)
+            worst = std::max(worst, std::abs(double(y[i]) - ref[i]));
+          // Values in [-1, 1] summed over 9 C terms; the transforms' coefficients amplify float
+          // rounding about tenfold over a direct sum (see winograd.hpp).
+          const double terms = double(9 * s.channels);
+          CHECK(worst <= (std::is_same_v<T, float> ? 1e-5 : 1e-14) * std::sqrt(terms));
+        }
+      }
+    }
+  }
 }

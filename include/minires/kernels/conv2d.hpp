@@ -9,8 +9,9 @@
 //   backward   dw    += dy[n] · colᵀ      db += rowsum(dy[n])      dx[n] += col2im(wᵀ · dy[n])
 //
 // This file is the dispatcher: conv2d_plan (conv/plan.hpp) picks the algorithm from the geometry
-// (pointwise, shifted or im2col, one header each under conv/), and conv2d_forward/backward run
-// it over a batch.
+// (pointwise, shifted, im2col or Winograd, one header each under conv/), and
+// conv2d_forward/backward run it over a batch. A Winograd plan runs the forward and the input
+// gradient by Winograd and the weight gradient by the direct algorithm of the same geometry.
 //
 // The batch is split into `slots` contiguous ranges (the caller fixes `slots`, usually the thread
 // count planned at setup), run by parallel_for (core/parallel.hpp) on at most `slots` threads
@@ -31,6 +32,7 @@
 #include "minires/kernels/conv/plan.hpp"
 #include "minires/kernels/conv/pointwise.hpp"
 #include "minires/kernels/conv/shifted.hpp"
+#include "minires/kernels/conv/winograd.hpp"
 #include "minires/kernels/packed_gemm.hpp"
 
 namespace minires::kernels {
@@ -60,16 +62,28 @@ void conv2d_forward(const T* x, index_t n, const ConvGeometry& g, const T* w, co
                     index_t filters, T* y, T* work, int slots) {
   const index_t in_size = g.in_size(), out_size = filters * g.col_cols();
   const Conv2DPlan plan = conv2d_plan<T>(g, filters);
+  const index_t C = g.channels;
   T* wp = work;
-  if (plan.algorithm != Conv2DAlgorithm::Pointwise) {
+  T* wu = work + plan.packed_w + plan.packed_wt;  // Winograd: U = G w Gᵀ, packed
+  if (plan.algorithm == Conv2DAlgorithm::Winograd) {
+    winograd_pack_kernel(
+        filters, C, [&](index_t f, index_t c) { return w + (f * C + c) * 9; }, false, wu);
+  } else if (plan.algorithm != Conv2DAlgorithm::Pointwise) {
     pack_a(w, g.col_rows(), 1, filters, g.col_rows(), wp);
   }
-  T* slot_work = work + plan.packed_w + plan.packed_wt;
+  T* slot_work = work + plan.shared_size();
   const detail::ShiftedOffsets offsets(g, plan);  // used when shifted
   const auto run_slot = [&](int s) {
-    const index_t end = detail::slot_begin(n, slots, s + 1);
+    const index_t begin = detail::slot_begin(n, slots, s),
+                  end = detail::slot_begin(n, slots, s + 1);
     T* col = slot_work + s * plan.slot_size();
-    for (index_t i = detail::slot_begin(n, slots, s); i < end; i += plan.group) {
+    if (plan.algorithm == Conv2DAlgorithm::Winograd) {
+      winograd_conv<false>(x + begin * in_size, end - begin, winograd_forward_shape(g, filters), wu,
+                           b, plan.wino_block, y + begin * out_size,
+                           col + plan.col + plan.dy + plan.dcol + plan.acc);
+      return;
+    }
+    for (index_t i = begin; i < end; i += plan.group) {
       const index_t gn = std::min(plan.group, end - i);
       const T* xi = x + i * in_size;
       T* yi = y + i * out_size;
@@ -82,6 +96,7 @@ void conv2d_forward(const T* x, index_t n, const ConvGeometry& g, const T* w, co
           conv2d_shifted_forward_group(xi, gn, g, wp, b, filters, plan, offsets, yi, col);
           break;
         case Conv2DAlgorithm::Im2col:
+        case Conv2DAlgorithm::Winograd:  // (handled above)
           conv2d_im2col_forward_group(xi, gn, g, wp, b, filters, yi, col);
           break;
       }
@@ -103,16 +118,22 @@ void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, 
   const Conv2DPlan plan = conv2d_plan<T>(g, filters);
   const index_t w_size = filters * K, partial_size = plan.partial;
   const index_t fpad = round_up(filters, simd_width<T>());
+  const index_t C = g.channels;
   T* wtp = work + plan.packed_w;
-  const detail::ShiftedOffsets offsets(g, plan);  // used when shifted
+  T* wut = work + plan.packed_w + plan.packed_wt + plan.wino_u;  // Winograd: G w' Gᵀ, packed
+  const detail::ShiftedOffsets offsets(g, plan);                 // used when shifted
+  const bool winograd = plan.algorithm == Conv2DAlgorithm::Winograd;
   if (dx != nullptr) {
-    if (plan.algorithm == Conv2DAlgorithm::Shifted) {
+    if (winograd) {  // w'[c][f] = w[f][c] rotated by 180 degrees
+      winograd_pack_kernel(
+          C, filters, [&](index_t c, index_t f) { return w + (f * C + c) * 9; }, true, wut);
+    } else if (plan.algorithm == Conv2DAlgorithm::Shifted) {
       conv2d_shifted_pack_wt(w, g, filters, plan, offsets, wtp);
     } else if (plan.algorithm == Conv2DAlgorithm::Im2col) {
       pack_a(w, 1, K, K, filters, wtp);  // wᵀ: (k, f) at w[f*K + k]
     }
   }
-  T* slot_work = work + plan.packed_w + plan.packed_wt;
+  T* slot_work = work + plan.shared_size();
   T* partial = slot_work + slots * plan.slot_size();
   using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
   const auto run_slot = [&](int s) {
@@ -125,20 +146,22 @@ void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, 
     }
     T* sw = slot_work + s * plan.slot_size();
     T* dwt = sw + plan.col + plan.dy + plan.dcol;  // shifted: dwᵀ of this slot's images
-    const bool shifted = plan.algorithm == Conv2DAlgorithm::Shifted;
+    const bool shifted = plan.weights == Conv2DAlgorithm::Shifted;
     if (shifted) std::fill(dwt, dwt + plan.acc, T(0));
-    const index_t end = detail::slot_begin(n, slots, s + 1);
-    for (index_t i = detail::slot_begin(n, slots, s); i < end; i += plan.group) {
+    const index_t begin = detail::slot_begin(n, slots, s),
+                  end = detail::slot_begin(n, slots, s + 1);
+    for (index_t i = begin; i < end; i += plan.group) {
       const index_t gn = std::min(plan.group, end - i);
       const T* xi = x + i * in_size;
       const T* dyi = dy + i * out_size;
-      T* dxi = dx != nullptr ? dx + i * in_size : nullptr;
+      // Winograd: the direct algorithm computes the weight gradient only.
+      T* dxi = dx != nullptr && !winograd ? dx + i * in_size : nullptr;
       if (dbs != nullptr) {
         for (index_t j = 0; j < gn; ++j)
           for (index_t f = 0; f < filters; ++f)
             dbs[f] += Eigen::Map<const Vec>(dyi + j * out_size + f * P, P).sum();
       }
-      switch (plan.algorithm) {
+      switch (plan.weights) {
         case Conv2DAlgorithm::Pointwise:
           for (index_t j = 0; j < gn; ++j) {
             conv2d_pointwise_backward_image(xi + j * in_size, dyi + j * out_size, g, w, filters,
@@ -149,9 +172,15 @@ void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, 
           conv2d_shifted_backward_group(xi, dyi, gn, g, wtp, filters, plan, offsets, dxi, dwt, sw);
           break;
         case Conv2DAlgorithm::Im2col:
+        case Conv2DAlgorithm::Winograd:  // (never the weight gradient's)
           conv2d_im2col_backward_group(xi, dyi, gn, g, wtp, filters, plan, dxi, dws, sw);
           break;
       }
+    }
+    if (winograd && dx != nullptr) {
+      winograd_conv<true>(dy + begin * out_size, end - begin, winograd_input_grad_shape(g, filters),
+                          wut, static_cast<const T*>(nullptr), plan.wino_block,
+                          dx + begin * in_size, sw + plan.col + plan.dy + plan.dcol + plan.acc);
     }
     if (shifted) {  // dw (F x K) += dwtᵀ
       for (index_t f = 0; f < filters; ++f)
