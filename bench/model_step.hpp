@@ -67,6 +67,31 @@ struct ModelStep {
   }
 
   void inference() { model.forward(x, minires::Mode::Infer); }
+
+  // Floating-point operations of one image, counted as 2 per multiply-add of the convolutions
+  // and Dense layers (everything else is a few percent): forward only, or a training step
+  // (forward, input gradient and weight gradient: 3x, less the input gradient of a layer that
+  // reads the model's input, which is not computed).
+  double flops_per_image(bool train) {
+    using namespace minires;
+    double total = 0;
+    for (std::size_t i = 0; i < model.size(); ++i) {
+      const Node n{static_cast<int>(i)};
+      Layer<float>* layer = model.layer(n);
+      double macs = 0;
+      if (auto* conv = dynamic_cast<Conv2D<float>*>(layer)) {
+        const auto& g = conv->geometry();
+        macs = double(conv->filters()) * double(g.col_rows()) * double(g.col_cols());
+      } else if (auto* dense = dynamic_cast<Dense<float>*>(layer)) {
+        macs = double(dense->kernel.size());
+      }
+      if (macs == 0) continue;
+      bool reads_input = false;
+      for (const Node in : model.inputs(n)) reads_input = reads_input || in.id == model.input().id;
+      total += 2 * macs * (train ? (reads_input ? 2 : 3) : 1);
+    }
+    return total;
+  }
 };
 
 }  // namespace bench

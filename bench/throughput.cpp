@@ -2,13 +2,14 @@
 // bench/compare/compare.py (which runs PyTorch on the same work and alternates the two).
 //
 //   throughput model <seed|resnet> <train|infer> <threads> [seconds] [data dir]
-//   throughput conv <channels> <size> <threads> [seconds]
+//   throughput conv <in> <out> <size> <kernel> <stride> <threads> [seconds]
 //
 // `model` trains (or runs inference) on batches of 128 of the first 60000 Fashion-MNIST training
 // images, pixels scaled to [0, 1], for about `seconds` after two warm-up batches; without the
 // data set it uses seeded uniform noise. `conv` times forward + backward (input and weight
-// gradients) of a 3x3 'same' convolution, channels -> channels at size x size, batch 128.
-// Prints one line of JSON.
+// gradients) of a kernel x kernel 'same' convolution without bias, in -> out channels at
+// size x size, stride `stride`, batch 128. Prints one line of JSON; "gflops" counts 2 per
+// multiply-add of the convolutions and Dense layers (bench::ModelStep::flops_per_image).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -80,23 +81,25 @@ int model_main(const std::string& name, const std::string& mode, int threads, do
       step.inference();
     }
   });
+  const double images_per_s = double(calls * kBatch) / s;
   std::printf(
       "{\"system\": \"minires\", \"model\": \"%s\", \"mode\": \"%s\", \"threads\": %d, "
-      "\"data\": \"%s\", \"batches\": %ld, \"images_per_s\": %.1f}\n",
-      name.c_str(), mode.c_str(), threads, real ? "fashion-mnist" : "noise", calls,
-      double(calls * kBatch) / s);
+      "\"data\": \"%s\", \"batches\": %ld, \"images_per_s\": %.1f, \"gflops\": %.1f}\n",
+      name.c_str(), mode.c_str(), threads, real ? "fashion-mnist" : "noise", calls, images_per_s,
+      images_per_s * step.flops_per_image(train) * 1e-9);
   return 0;
 }
 
-int conv_main(minires::index_t channels, minires::index_t size, int threads, double budget) {
+int conv_main(minires::index_t in_channels, minires::index_t out_channels, minires::index_t size,
+              minires::index_t kernel, minires::index_t stride, int threads, double budget) {
   using namespace minires;
   set_num_threads(threads);
-  Conv2D<float> conv(channels, 3, Conv2DOptions().same().no_bias());
-  const Shape in{kBatch, channels, size, size};
+  Conv2D<float> conv(out_channels, kernel, Conv2DOptions().same().strides(stride).no_bias());
+  const Shape in{kBatch, in_channels, size, size};
   conv.setup(Span<const Shape>(&in, 1));
   Rng rng(3);
   conv.init(rng);
-  Tensor<float> x(in), dx(in), y(Shape{kBatch, channels, size, size}), dy(y.shape());
+  Tensor<float> x(in), dx(in), y(conv.output_shape(Span<const Shape>(&in, 1))), dy(y.shape());
   for (index_t i = 0; i < x.size(); ++i) x.data()[i] = float(rng.uniform(-1, 1));
   for (index_t i = 0; i < dy.size(); ++i) dy.data()[i] = float(rng.uniform(-1, 1));
   const Tensor<float>* xs[] = {&x};
@@ -106,12 +109,14 @@ int conv_main(minires::index_t channels, minires::index_t size, int threads, dou
     conv.backward(Span<const Tensor<float>* const>(xs, 1), y, dy,
                   Span<Tensor<float>* const>(dxs, 1));
   });
-  const double flop = 3.0 * 2.0 * double(kBatch) * double(channels * channels * 9 * size * size);
+  const auto& g = conv.geometry();
+  const double flop = 3.0 * 2.0 * double(kBatch) * double(out_channels) * double(g.col_rows()) *
+                      double(g.col_cols());
   std::printf(
-      "{\"system\": \"minires\", \"conv\": \"%ld->%ld 3x3 @%ld\", \"threads\": %d, \"calls\": %ld, "
-      "\"ms\": %.3f, \"gflops\": %.1f}\n",
-      long(channels), long(channels), long(size), threads, calls, 1e3 * s / double(calls),
-      flop * double(calls) / s * 1e-9);
+      "{\"system\": \"minires\", \"conv\": \"%ld->%ld %ldx%ld s%ld @%ld\", \"algorithm\": \"%s\", "
+      "\"threads\": %d, \"calls\": %ld, \"ms\": %.3f, \"gflops\": %.1f}\n",
+      long(in_channels), long(out_channels), long(kernel), long(kernel), long(stride), long(size),
+      conv.algorithm(), threads, calls, 1e3 * s / double(calls), flop * double(calls) / s * 1e-9);
   return 0;
 }
 
@@ -124,13 +129,14 @@ int main(int argc, char** argv) {
       return model_main(a[1], a[2], std::stoi(a[3]), a.size() > 4 ? std::stod(a[4]) : 5.0,
                         a.size() > 5 ? a[5] : "");
     }
-    if (a.size() >= 4 && a[0] == "conv") {
-      return conv_main(std::stol(a[1]), std::stol(a[2]), std::stoi(a[3]),
-                       a.size() > 4 ? std::stod(a[4]) : 2.0);
+    if (a.size() >= 7 && a[0] == "conv") {
+      return conv_main(std::stol(a[1]), std::stol(a[2]), std::stol(a[3]), std::stol(a[4]),
+                       std::stol(a[5]), std::stoi(a[6]), a.size() > 7 ? std::stod(a[7]) : 2.0);
     }
     std::fprintf(stderr,
                  "usage: throughput model <seed|resnet> <train|infer> <threads> [seconds] [dir]\n"
-                 "       throughput conv <channels> <size> <threads> [seconds]\n");
+                 "       throughput conv <in> <out> <size> <kernel> <stride> <threads> "
+                 "[seconds]\n");
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "throughput: %s\n", e.what());

@@ -1,7 +1,7 @@
 """The PyTorch side of compare.py: one measurement per process, one line of JSON.
 
   torch_run.py model <seed|resnet> <train|infer> <threads> [seconds] [data dir]
-  torch_run.py conv <channels> <size> <threads> [seconds] [--no-mkldnn]
+  torch_run.py conv <in> <out> <size> <kernel> <stride> <threads> [seconds] [--no-mkldnn]
 """
 import gzip
 import json
@@ -80,12 +80,15 @@ def model_main(name, mode, threads, budget, directory):
                       "images_per_s": round(calls * BATCH / s, 1)}))
 
 
-def conv_main(channels, size, threads, budget, mkldnn):
+def conv_main(cin, cout, size, kernel, stride, threads, budget, mkldnn):
     torch.backends.mkldnn.enabled = mkldnn
     torch.manual_seed(1)
-    conv = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-    x = torch.empty(BATCH, channels, size, size).uniform_(-1, 1).requires_grad_()
-    dy = torch.empty(BATCH, channels, size, size).uniform_(-1, 1)
+    # 'same' for odd kernels: padding k // 2 gives Keras' output size at strides 1 and 2 (the
+    # split of an odd total padding differs, the work does not).
+    conv = torch.nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False)
+    x = torch.empty(BATCH, cin, size, size).uniform_(-1, 1).requires_grad_()
+    out = -(-size // stride)
+    dy = torch.empty(BATCH, cout, out, out).uniform_(-1, 1)
 
     def once():
         x.grad = None
@@ -93,9 +96,10 @@ def conv_main(channels, size, threads, budget, mkldnn):
         conv(x).backward(dy)
 
     calls, s = time_loop(budget, once)
-    flop = 3 * 2 * BATCH * channels * channels * 9 * size * size
+    flop = 3 * 2 * BATCH * cout * cin * kernel * kernel * out * out
     print(json.dumps({"system": "pytorch" + ("" if mkldnn else "-im2col"),
-                      "conv": f"{channels}->{channels} 3x3 @{size}", "threads": threads,
+                      "conv": f"{cin}->{cout} {kernel}x{kernel} s{stride} @{size}",
+                      "threads": threads,
                       "calls": calls, "ms": round(1e3 * s / calls, 3),
                       "gflops": round(flop * calls / s * 1e-9, 1)}))
 
@@ -106,12 +110,12 @@ def main(argv):
         torch.set_num_threads(threads)
         model_main(argv[1], argv[2], threads, float(argv[4]) if len(argv) > 4 else 5.0,
                    argv[5] if len(argv) > 5 else "/usr/share/datasets/fashion-mnist")
-    elif len(argv) >= 4 and argv[0] == "conv":
-        threads = int(argv[3])
+    elif len(argv) >= 7 and argv[0] == "conv":
+        threads = int(argv[6])
         torch.set_num_threads(threads)
-        rest = [a for a in argv[4:] if a != "--no-mkldnn"]
-        conv_main(int(argv[1]), int(argv[2]), threads, float(rest[0]) if rest else 2.0,
-                  "--no-mkldnn" not in argv)
+        rest = [a for a in argv[7:] if a != "--no-mkldnn"]
+        conv_main(int(argv[1]), int(argv[2]), int(argv[3]), int(argv[4]), int(argv[5]), threads,
+                  float(rest[0]) if rest else 2.0, "--no-mkldnn" not in argv)
     else:
         sys.stderr.write(__doc__)
         return 2
