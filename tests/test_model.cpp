@@ -217,3 +217,44 @@ TEST_CASE("a Model<float> is built without naming the scalar type, with fluent C
   static_assert(std::is_same_v<decltype(Conv2D(4, 3)), Conv2D<float>>);
   CHECK_THROWS_AS(Conv2D(4, 3).strides(0), ValueError);
 }
+
+TEST_CASE("a Model's layers share one workspace and compute as standalone layers do") {
+  // Two convolutions of different algorithms (shifted, Winograd) and sizes in one Model use one
+  // scratch buffer; their outputs equal the same layers run standalone with their own, bit for
+  // bit (nothing in the scratch survives a call).
+  Rng rng(21);
+  Model<float> m;
+  Node in = m.add_input(Shape{128, 9, 9});
+  Node a = m.add(Conv2D<float>(128, 3, Conv2DOptions().same()), in, "a");
+  m.add(Conv2D<float>(8, 3, Conv2DOptions().same().strides(2)), a, "b");
+  m.init(3);
+  Tensor<float> x(Shape{4, 128, 9, 9});
+  x.uniform(rng, -1.0f, 1.0f);
+  const Tensor<float>& y = m.forward(x, Mode::Infer);
+  CHECK(std::string(m.layer("a")->algorithm()) == "winograd");
+  CHECK(m.layer("a")->workspace_size() > 0);
+
+  Conv2D<float> sa(128, 3, Conv2DOptions().same()), sb(8, 3, Conv2DOptions().same().strides(2));
+  const Shape sin = x.shape(), mid{4, 128, 9, 9};
+  sa.setup(Span<const Shape>(&sin, 1));
+  sb.setup(Span<const Shape>(&mid, 1));
+  sa.kernel.copy_from(static_cast<Conv2D<float>*>(m.layer("a"))->kernel);
+  sa.bias.copy_from(static_cast<Conv2D<float>*>(m.layer("a"))->bias);
+  sb.kernel.copy_from(static_cast<Conv2D<float>*>(m.layer("b"))->kernel);
+  sb.bias.copy_from(static_cast<Conv2D<float>*>(m.layer("b"))->bias);
+  Tensor<float> ya(mid), yb(y.shape());
+  const Tensor<float>* xs[] = {&x};
+  sa.forward(Span<const Tensor<float>* const>(xs), ya, Mode::Infer);
+  const Tensor<float>* as[] = {&ya};
+  sb.forward(Span<const Tensor<float>* const>(as), yb, Mode::Infer);
+  REQUIRE(yb.size() == y.size());
+  for (index_t i = 0; i < y.size(); ++i) REQUIRE(yb[i] == y[i]);
+
+  // A layer told to share allocates none and says so if it is run without one.
+  Conv2D<float> lonely(4, 3);
+  lonely.share_workspace(true);
+  lonely.setup(Span<const Shape>(&sin, 1));
+  Tensor<float> yl(lonely.output_shape(Span<const Shape>(&sin, 1)));
+  CHECK_THROWS_WITH(lonely.forward(Span<const Tensor<float>* const>(xs), yl, Mode::Infer),
+                    Catch::Contains("found no workspace"));
+}

@@ -189,6 +189,7 @@ class Model {
                        std::to_string(batch));
     if (batch <= planned_batch_) return;
     setup_layers(batch);
+    share_workspace();
     plan_fusion();
     for (auto& n : nodes_) {
       n.x_ptrs.clear();
@@ -433,9 +434,20 @@ class Model {
     }
   }
 
+  // One scratch buffer for all layers (Layer::workspace_size): they run one at a time.
+  void share_workspace() {
+    index_t size = 0;
+    for (auto& n : nodes_)
+      if (n.layer) size = std::max(size, n.layer->workspace_size());
+    workspace_.resize(Shape{std::max<index_t>(size, 1)});
+    for (auto& n : nodes_)
+      if (n.layer) n.layer->set_workspace(workspace_.data());
+  }
+
   void setup_layers(index_t batch) {
     for (auto& n : nodes_) {
       if (!n.layer) continue;
+      n.layer->share_workspace(true);
       std::vector<Shape> in;
       for (int id : n.inputs)
         in.push_back(nodes_[static_cast<std::size_t>(id)].sample_shape.prepend_batch(batch));
@@ -457,6 +469,7 @@ class Model {
 
   std::vector<NodeData> nodes_;
   std::vector<ParamRef<T>> param_cache_;  // params(), gathered by plan() for zero_grad()
+  Tensor<T> workspace_;                   // the layers' shared scratch (share_workspace)
   std::map<std::string, int> name_counts_;
   int input_ = -1;
   int output_ = -1;

@@ -91,6 +91,12 @@ class Conv2D : public UnaryLayer<T> {
   }
 
   const char* type() const override { return "Conv2D"; }
+  index_t workspace_size() const override { return work_size_; }
+  void share_workspace(bool on) override { shared_work_ = on; }
+  void set_workspace(T* work) override {
+    if (shared_work_) work_ptr_ = work;
+  }
+
   const char* algorithm() const override {
     return geometry_.channels > 0 ? kernels::conv2d_algorithm_name(
                                         kernels::conv2d_plan<T>(geometry_, filters_).algorithm)
@@ -164,7 +170,14 @@ class Conv2D : public UnaryLayer<T> {
     }
     // One slot per thread (no more than images): slot scratch is planned here, once.
     slots_ = static_cast<int>(std::max<index_t>(1, std::min<index_t>(num_threads(), inputs[0][0])));
-    work_.resize(Shape{kernels::conv2d_workspace_size<T>(geometry_, filters_, slots_)});
+    work_size_ = kernels::conv2d_workspace_size<T>(geometry_, filters_, slots_);
+    if (shared_work_) {
+      work_ = Tensor<T>();
+      work_ptr_ = nullptr;  // set_workspace() follows
+    } else {
+      work_.resize(Shape{work_size_});
+      work_ptr_ = work_.data();
+    }
   }
 
   void init(Rng& rng) override {
@@ -178,7 +191,7 @@ class Conv2D : public UnaryLayer<T> {
   void forward(Span<const Tensor<T>* const> x, Tensor<T>& y, Mode /*mode*/) override {
     const Tensor<T>& in = this->forward_input(x, y);
     kernels::conv2d_forward(in.data(), in.dim(0), geometry_, kernel.data(), bias_data(), filters_,
-                            y.data(), work_.data(), slots_);
+                            y.data(), workspace(), slots_);
   }
 
   // With col[n] = im2col(x[n]) (C*kh*kw, OH*OW) and the kernel viewed as W (filters, C*kh*kw):
@@ -190,7 +203,7 @@ class Conv2D : public UnaryLayer<T> {
     const Tensor<T>& in = *x[0];
     kernels::conv2d_backward(in.data(), dy.data(), in.dim(0), geometry_, kernel.data(), filters_,
                              dx0 != nullptr ? dx0->data() : nullptr, dkernel.data(),
-                             options_.use_bias ? dbias.data() : nullptr, work_.data(), slots_);
+                             options_.use_bias ? dbias.data() : nullptr, workspace(), slots_);
   }
 
   std::vector<ParamRef<T>> params() override {
@@ -228,7 +241,20 @@ class Conv2D : public UnaryLayer<T> {
   index_t filters_, kernel_h_, kernel_w_;
   kernels::ConvGeometry geometry_;
   int slots_ = 1;
-  Tensor<T> work_;  // packed weights, per-slot columns and partial gradients (kernels::Conv2DPlan)
+  // Packed weights, per-slot columns and partial gradients (kernels::Conv2DPlan): work_, or a
+  // buffer shared by a Model's layers (share_workspace).
+  T* workspace() const {
+    if (work_ptr_ == nullptr) {
+      throw Error(
+          "Conv2D: expected set_workspace() after setup() with share_workspace(true), "
+          "found no workspace");
+    }
+    return work_ptr_;
+  }
+  Tensor<T> work_;
+  T* work_ptr_ = nullptr;
+  index_t work_size_ = 0;
+  bool shared_work_ = false;
 };
 
 }  // namespace minires

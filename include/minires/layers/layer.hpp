@@ -80,6 +80,15 @@ class Layer {
   // True for the ReLU layer: what Model fuses into a layer that can_fuse_relu().
   virtual bool is_relu() const { return false; }
 
+  // Scratch used only inside one forward or backward call (Conv2D: packed weights, per-thread
+  // columns, partial gradients; nothing in it survives the call). A layer owns its scratch by
+  // default; a Model shares one buffer among all its layers, which run one at a time: it calls
+  // share_workspace(true) before setup (the layer then allocates none) and set_workspace() after
+  // it with at least workspace_size() elements.
+  virtual index_t workspace_size() const { return 0; }
+  virtual void share_workspace(bool /*on*/) {}
+  virtual void set_workspace(T* /*work*/) {}
+
   // The algorithm the layer chose at setup for its shapes, where it has a choice (Conv2D:
   // "shifted", "im2col", "pointwise"), shown by Model::profile_report; "" otherwise.
   virtual const char* algorithm() const { return ""; }
