@@ -1,7 +1,8 @@
 // ReLU fusion: BatchNorm and Add with a fused ReLU equal the layer followed by a ReLU, bit for
 // bit (forward, backward, training and inference), pass the gradient check, and Model fuses
 // exactly the ReLUs that are the only consumer of a BatchNorm or Add, with training steps
-// bit-identical to the unfused model.
+// bit-identical to the unfused model. Inference folding: a BatchNorm folded into the
+// convolution before it gives the unfolded graph's outputs up to rounding.
 #include <catch2/catch.hpp>
 
 #include <minires/minires.hpp>
@@ -212,4 +213,65 @@ TEST_CASE("fused and unfused models train bit-identically") {
   SECTION("residual blocks") {
     check_fusion_bit_identical([] { return test::small_resnet<float>(); }, Shape{5, 1, 8, 8}, 4);
   }
+}
+
+namespace {
+
+// in -> conv -> BN -> ReLU -> conv (no bias) -> BN [output]; and a convolution read by two
+// layers (BN and Add), which must not fold.
+Model<float> folding_model() {
+  Model<float> m;
+  Node in = m.add_input(Shape{3, 9, 9});
+  Node c1 = m.add(Conv2D<float>(8, 3, Conv2DOptions().same()), in, "c1");
+  Node b1 = m.add(BatchNorm<float>(), c1, "b1");
+  Node r1 = m.add(ReLU<float>(), b1, "r1");
+  Node c2 = m.add(Conv2D<float>(8, 3, Conv2DOptions().same()), r1, "c2");
+  Node b2 = m.add(BatchNorm<float>(), c2, "b2");
+  Node a = m.add(Add<float>(), {b2, c2}, "add");  // c2 has two readers: b2 stays separate
+  Node c3 = m.add(Conv2D<float>(8, 3, Conv2DOptions().same().no_bias()), a, "c3");
+  m.add(BatchNorm<float>(), c3, "b3");
+  m.init(5);
+  // Statistics and affine parameters far from the identity.
+  Rng rng(6);
+  for (const char* name : {"b1", "b2", "b3"}) {
+    auto* bn = static_cast<BatchNorm<float>*>(m.layer(name));
+    const Shape in_shape{2, 8, 9, 9};
+    bn->setup(Span<const Shape>(&in_shape, 1));
+    bn->gamma.uniform(rng, 0.5f, 2.0f);
+    bn->beta.uniform(rng, -1.0f, 1.0f);
+    bn->moving_mean.uniform(rng, -0.5f, 0.5f);
+    bn->moving_variance.uniform(rng, 0.2f, 3.0f);
+  }
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("Inference folding: BatchNorm runs inside the convolution before it, up to rounding") {
+  Model<float> folded = folding_model(), plain = folding_model();
+  plain.set_folding(false);
+  REQUIRE(folded.folding());
+  Rng rng(7);
+  const auto x = random_tensor<float>(rng, Shape{4, 3, 9, 9});
+  const Tensor<float> yf = folded.forward(x, Mode::Infer).clone();
+  const Tensor<float>& yp = plain.forward(x, Mode::Infer);
+  REQUIRE(yf.shape() == yp.shape());
+  double worst = 0;
+  for (index_t i = 0; i < yp.size(); ++i)
+    worst =
+        std::max(worst, std::abs(double(yf[i]) - double(yp[i])) / (1.0 + std::abs(double(yp[i]))));
+  CHECK(worst <= 1e-5);
+  CHECK(worst > 0);  // folding really changed the arithmetic
+
+  // A folded inference forward cannot be differentiated; the unfolded one can.
+  CHECK_THROWS_WITH(folded.backward(), Catch::Contains("set_folding(false)"));
+  plain.output_grad().fill(1.0f);
+  CHECK_NOTHROW(plain.backward());
+
+  // Training is unaffected: bit for bit the same as the unfolded model, and backward works.
+  const Tensor<float> tf = folded.forward(x, Mode::Train).clone();
+  const Tensor<float>& tp = plain.forward(x, Mode::Train);
+  CHECK(same_bits(tf, tp));
+  folded.output_grad().fill(1.0f);
+  CHECK_NOTHROW(folded.backward());
 }

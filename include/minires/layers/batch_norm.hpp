@@ -18,6 +18,7 @@
 //   BatchNorm<float> fast(BatchNormOptions{0.9, 1e-5});  // momentum 0.9, epsilon 1e-5
 #pragma once
 
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -124,6 +125,19 @@ class BatchNorm : public UnaryLayer<T> {
   bool can_fuse_relu() const override { return true; }
   void set_fused_relu(bool on) override { fused_relu_ = on; }
   bool fused_relu() const override { return fused_relu_; }
+
+  // Mode::Infer is y = x·scale + shift per channel: scale = γ/sqrt(moving_variance + ε),
+  // shift = β − moving_mean·scale (in double, rounded once).
+  bool is_inference_affine() const override { return true; }
+  void inference_affine(T* scale, T* shift) const override {
+    for (index_t c = 0; c < gamma.size(); ++c) {
+      const double s = static_cast<double>(gamma[c]) /
+                       std::sqrt(static_cast<double>(moving_variance[c]) + options_.epsilon);
+      scale[c] = static_cast<T>(s);
+      shift[c] =
+          static_cast<T>(static_cast<double>(beta[c]) - static_cast<double>(moving_mean[c]) * s);
+    }
+  }
 
   // Train: normalise with the batch statistics and update the moving ones.
   // Infer: normalise with the moving statistics.

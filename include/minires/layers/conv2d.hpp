@@ -25,6 +25,7 @@
 #include "minires/core/parallel.hpp"
 #include "minires/init/initializers.hpp"
 #include "minires/kernels/conv2d.hpp"
+#include "minires/kernels/elementwise.hpp"
 #include "minires/layers/unary_layer.hpp"
 
 namespace minires {
@@ -91,6 +92,35 @@ class Conv2D : public UnaryLayer<T> {
   }
 
   const char* type() const override { return "Conv2D"; }
+  // Inference with a per-filter affine map folded in (Model::set_folding, a BatchNorm after
+  // this layer): kernel'[f] = kernel[f]·scale[f], bias'[f] = bias[f]·scale[f] + shift[f],
+  // recomputed at every call (the parameters may have changed), then the ReLU in place.
+  bool can_fold_affine() const override { return true; }
+  void set_affine_folding(bool on) override {
+    if (on) {
+      folded_kernel_.resize(kernel.shape());
+      folded_bias_.resize(Shape{filters_});
+    } else {
+      folded_kernel_ = Tensor<T>();
+      folded_bias_ = Tensor<T>();
+    }
+  }
+  void forward_affine(Span<const Tensor<T>* const> x, Tensor<T>& y, const T* scale, const T* shift,
+                      bool relu) override {
+    if (folded_bias_.size() != filters_) {
+      throw Error("Conv2D: expected set_affine_folding(true) before forward_affine()");
+    }
+    const Tensor<T>& in = this->forward_input(x, y);
+    const index_t k = kernel.size() / filters_;
+    for (index_t f = 0; f < filters_; ++f) {
+      for (index_t i = 0; i < k; ++i) folded_kernel_[f * k + i] = kernel[f * k + i] * scale[f];
+      folded_bias_[f] = (options_.use_bias ? bias[f] * scale[f] : T(0)) + shift[f];
+    }
+    kernels::conv2d_forward(in.data(), in.dim(0), geometry_, folded_kernel_.data(),
+                            folded_bias_.data(), filters_, y.data(), workspace(), slots_);
+    if (relu) kernels::relu_forward(y.data(), y.data(), y.size());
+  }
+
   index_t workspace_size() const override { return work_size_; }
   void share_workspace(bool on) override { shared_work_ = on; }
   void set_workspace(T* work) override {
@@ -252,6 +282,7 @@ class Conv2D : public UnaryLayer<T> {
     return work_ptr_;
   }
   Tensor<T> work_;
+  Tensor<T> folded_kernel_, folded_bias_;  // forward_affine's kernel and bias
   T* work_ptr_ = nullptr;
   index_t work_size_ = 0;
   bool shared_work_ = false;

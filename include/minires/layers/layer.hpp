@@ -80,6 +80,26 @@ class Layer {
   // True for the ReLU layer: what Model fuses into a layer that can_fuse_relu().
   virtual bool is_relu() const { return false; }
 
+  // Inference folding, used by Model (Model::set_folding). A layer whose Mode::Infer forward is
+  // a per-channel affine map of its single input, y = x·scale[c] + shift[c] over axis 1 (then
+  // its fused ReLU, if on), says so (BatchNorm with its moving statistics) and writes the map;
+  // a layer that can apply such a map to its own output (Conv2D: folded into its kernel and
+  // bias) runs forward_affine in its place, after set_affine_folding(true) has prepared its
+  // buffers (at plan time, so forward allocates nothing).
+  virtual bool is_inference_affine() const { return false; }
+  virtual void inference_affine(T* /*scale*/, T* /*shift*/) const {
+    throw Error(std::string(type()) + ": expected a layer with an inference affine map");
+  }
+  virtual bool can_fold_affine() const { return false; }
+  virtual void set_affine_folding(bool on) {
+    if (on) throw ValueError(std::string(type()) + ": cannot fold an affine map");
+  }
+  // y = relu?(forward(x)·scale[c] + shift[c]) in Mode::Infer.
+  virtual void forward_affine(Span<const Tensor<T>* const> /*x*/, Tensor<T>& /*y*/,
+                              const T* /*scale*/, const T* /*shift*/, bool /*relu*/) {
+    throw Error(std::string(type()) + ": cannot fold an affine map");
+  }
+
   // Scratch used only inside one forward or backward call (Conv2D: packed weights, per-thread
   // columns, partial gradients; nothing in it survives the call). A layer owns its scratch by
   // default; a Model shares one buffer among all its layers, which run one at a time: it calls
