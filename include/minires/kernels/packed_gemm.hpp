@@ -7,8 +7,9 @@
 // along the SIMD lanes: one image's output pixels in a forward convolution (A = weights, B =
 // im2col columns) and one image's column rows in the input gradient (A = weightsᵀ, B = output
 // gradient). The micro-kernel keeps a gemm_mr x (3 SIMD batches) block of C in registers for the
-// whole K loop (24 accumulators with AVX-512), which is what Eigen's general-purpose GEMM cannot
-// do on these small, wide products (its blocking is built for large square ones).
+// whole K loop (24 accumulators with AVX-512, 12 with AVX2: gemm_mr below), which is what Eigen's
+// general-purpose GEMM cannot do on these small, wide products (its blocking is built for large
+// square ones).
 //
 // Several images at once: with segments (seg_len, seg_stride), column n of B and C belongs to
 // image n / seg_len and is stored at C + (n / seg_len) * seg_stride + row * ldc + n % seg_len,
