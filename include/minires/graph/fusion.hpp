@@ -10,15 +10,22 @@
 
 namespace minires::detail {
 
+// How many inputs of other nodes read each node's output.
+template <class Nodes>
+std::vector<int> consumer_counts(const Nodes& nodes) {
+  std::vector<int> uses(nodes.size(), 0);
+  for (const auto& n : nodes)
+    for (int id : n.inputs) ++uses[static_cast<std::size_t>(id)];
+  return uses;
+}
+
 // nodes: the graph in topological order; each node has `layer` (a pointer-like to a Layer, null
 // for the input), `inputs` (node ids) and `fused_into` (set here: the id of the layer a fused
 // ReLU runs in, else -1). Every fusion is first switched off; with `enabled` false none is
 // switched on again.
 template <class Nodes>
 void plan_relu_fusion(Nodes& nodes, int output, bool enabled) {
-  std::vector<int> uses(nodes.size(), 0);
-  for (const auto& n : nodes)
-    for (int id : n.inputs) ++uses[static_cast<std::size_t>(id)];
+  const std::vector<int> uses = consumer_counts(nodes);
   for (auto& n : nodes) {
     n.fused_into = -1;
     if (n.layer && n.layer->can_fuse_relu()) n.layer->set_fused_relu(false);
@@ -48,9 +55,7 @@ void plan_relu_fusion(Nodes& nodes, int output, bool enabled) {
 // node, and switches the producers' folding buffers on or off (Layer::set_affine_folding).
 template <class Nodes>
 void plan_affine_folding(Nodes& nodes, int output, bool enabled) {
-  std::vector<int> uses(nodes.size(), 0);
-  for (const auto& n : nodes)
-    for (int id : n.inputs) ++uses[static_cast<std::size_t>(id)];
+  const std::vector<int> uses = consumer_counts(nodes);
   for (auto& n : nodes) {
     n.folds_into = -1;
     n.folded = false;

@@ -241,8 +241,7 @@ class Model {
         ++n.forward_calls;
       }
     }
-    folded_forward_ = fold && std::any_of(nodes_.begin(), nodes_.end(),
-                                          [](const NodeData& n) { return n.folded; });
+    folded_forward_ = fold && any_folded_;
     return output_node().y;
   }
 
@@ -459,7 +458,9 @@ class Model {
   void plan_fusion() {
     detail::plan_relu_fusion(nodes_, output_id(), fusion_);
     detail::plan_affine_folding(nodes_, output_id(), folding_);
+    any_folded_ = false;
     for (auto& n : nodes_) {
+      any_folded_ = any_folded_ || n.folded;
       if (n.folded) {
         n.fold_scale.resize(Shape{n.sample_shape[0]});
         n.fold_shift.resize(Shape{n.sample_shape[0]});
@@ -523,6 +524,7 @@ class Model {
   bool profiling_ = false;
   bool fusion_ = true;
   bool folding_ = true;
+  bool any_folded_ = false;      // plan() folded at least one node
   bool folded_forward_ = false;  // the last forward ran folded (backward() would be wrong)
 };
 
