@@ -285,3 +285,63 @@ TEMPLATE_TEST_CASE("winograd_conv matches a direct 3x3 convolution", "", float, 
     }
   }
 }
+
+TEMPLATE_TEST_CASE("winograd_weight_grad matches a direct weight gradient", "", float, double) {
+  using T = TestType;
+  Rng rng(15);
+  const index_t L = kernels::simd_width<T>(), panel = kernels::gemm_nv * L;
+  struct Case {
+    const char* name;
+    kernels::WinogradShape s;
+    index_t n;
+  };
+  const Case cases[] = {
+      {"same, odd sizes", {3, 9, 10, 1, 1, 5, 9, 10}, 3},
+      {"valid", {2, 8, 7, 0, 0, 4, 6, 5}, 2},
+      {"padding 2", {3, 5, 5, 2, 2, 2, 7, 7}, 2},
+      {"4x4, many images, filters past a SIMD batch", {5, 4, 4, 1, 1, L + 3, 4, 4}, 7},
+      {"partial row blocks", {17, 6, 6, 1, 1, kernels::gemm_mr * 2 + 1, 6, 6}, 2},
+      {"1x1 output", {4, 3, 3, 0, 0, 3, 1, 1}, 5},
+  };
+  for (const auto& c : cases) {
+    const auto& s = c.s;
+    for (index_t block : {panel, kernels::winograd_block<T>(s.channels, s.filters)}) {
+      INFO(c.name << ", block " << block);
+      const auto x = random_vector<T>(rng, c.n * s.in_size());
+      const auto dy = random_vector<T>(rng, c.n * s.out_size());
+      auto dw = random_vector<T>(rng, s.filters * s.channels * 9);
+      const auto dw0 = dw;
+      std::vector<T> work(static_cast<std::size_t>(
+          kernels::winograd_weight_grad_work<T>(block, s.channels, s.filters)));
+      std::vector<T> dut(
+          static_cast<std::size_t>(kernels::winograd_grad_u_size<T>(s.channels, s.filters)), T(0));
+      // Two calls (the images split 1 : n - 1) accumulate into one dUt.
+      kernels::winograd_weight_grad(x.data(), dy.data(), 1, s, block, dut.data(), work.data());
+      kernels::winograd_weight_grad(x.data() + s.in_size(), dy.data() + s.out_size(), c.n - 1, s,
+                                    block, dut.data(), work.data());
+      kernels::winograd_add_weight_grad(dut.data(), s.filters, s.channels, dw.data());
+      double worst = 0;
+      for (index_t f = 0; f < s.filters; ++f)
+        for (index_t ch = 0; ch < s.channels; ++ch)
+          for (index_t i = 0; i < 3; ++i)
+            for (index_t j = 0; j < 3; ++j) {
+              const auto at = static_cast<std::size_t>((f * s.channels + ch) * 9 + i * 3 + j);
+              double ref = double(dw0[at]);
+              for (index_t b = 0; b < c.n; ++b)
+                for (index_t oh = 0; oh < s.out_h; ++oh)
+                  for (index_t ow = 0; ow < s.out_w; ++ow) {
+                    const index_t h = oh - s.pad_top + i, v = ow - s.pad_left + j;
+                    if (h < 0 || h >= s.height || v < 0 || v >= s.width) continue;
+                    ref += double(dy[static_cast<std::size_t>(
+                               ((b * s.filters + f) * s.out_h + oh) * s.out_w + ow)]) *
+                           double(x[static_cast<std::size_t>(
+                               ((b * s.channels + ch) * s.height + h) * s.width + v)]);
+                  }
+              worst = std::max(worst, std::abs(double(dw[at]) - ref));
+            }
+      // Values in [-1, 1] summed over n x OH x OW terms, with the forward's amplification.
+      const double terms = double(c.n * s.out_h * s.out_w);
+      CHECK(worst <= (std::is_same_v<T, float> ? 1e-5 : 1e-14) * std::sqrt(terms));
+    }
+  }
+}

@@ -10,8 +10,7 @@
 //
 // This file is the dispatcher: conv2d_plan (conv/plan.hpp) picks the algorithm from the geometry
 // (pointwise, shifted, im2col or Winograd, one header each under conv/), and
-// conv2d_forward/backward run it over a batch. A Winograd plan runs the forward and the input
-// gradient by Winograd and the weight gradient by the direct algorithm of the same geometry.
+// conv2d_forward/backward run it over a batch.
 //
 // The batch is split into `slots` contiguous ranges (the caller fixes `slots`, usually the thread
 // count planned at setup), run by parallel_for (core/parallel.hpp) on at most `slots` threads
@@ -150,12 +149,32 @@ void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, 
     if (shifted) std::fill(dwt, dwt + plan.acc, T(0));
     const index_t begin = detail::slot_begin(n, slots, s),
                   end = detail::slot_begin(n, slots, s + 1);
+    if (winograd) {
+      T* wino = sw + plan.col + plan.dy + plan.dcol + plan.acc;
+      if (dbs != nullptr) {
+        for (index_t i = begin; i < end; ++i)
+          for (index_t f = 0; f < filters; ++f)
+            dbs[f] += Eigen::Map<const Vec>(dy + i * out_size + f * P, P).sum();
+      }
+      // The weight gradient: dUt accumulated over the slot's images, then dw += Gᵀ dU G.
+      const WinogradShape fs = winograd_forward_shape(g, filters);
+      T* dut = wino + winograd_weight_grad_work<T>(plan.wino_block, C, filters);
+      std::fill(dut, dut + winograd_grad_u_size<T>(C, filters), T(0));
+      winograd_weight_grad(x + begin * in_size, dy + begin * out_size, end - begin, fs,
+                           plan.wino_block, dut, wino);
+      winograd_add_weight_grad(dut, filters, C, dws);
+      if (dx != nullptr) {
+        winograd_conv<true>(
+            dy + begin * out_size, end - begin, winograd_input_grad_shape(g, filters), wut,
+            static_cast<const T*>(nullptr), plan.wino_block, dx + begin * in_size, wino);
+      }
+      return;
+    }
     for (index_t i = begin; i < end; i += plan.group) {
       const index_t gn = std::min(plan.group, end - i);
       const T* xi = x + i * in_size;
       const T* dyi = dy + i * out_size;
-      // Winograd: the direct algorithm computes the weight gradient only.
-      T* dxi = dx != nullptr && !winograd ? dx + i * in_size : nullptr;
+      T* dxi = dx != nullptr ? dx + i * in_size : nullptr;
       if (dbs != nullptr) {
         for (index_t j = 0; j < gn; ++j)
           for (index_t f = 0; f < filters; ++f)
@@ -172,15 +191,10 @@ void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, 
           conv2d_shifted_backward_group(xi, dyi, gn, g, wtp, filters, plan, offsets, dxi, dwt, sw);
           break;
         case Conv2DAlgorithm::Im2col:
-        case Conv2DAlgorithm::Winograd:  // (never the weight gradient's)
+        case Conv2DAlgorithm::Winograd:  // (handled above)
           conv2d_im2col_backward_group(xi, dyi, gn, g, wtp, filters, plan, dxi, dws, sw);
           break;
       }
-    }
-    if (winograd && dx != nullptr) {
-      winograd_conv<true>(dy + begin * out_size, end - begin, winograd_input_grad_shape(g, filters),
-                          wut, static_cast<const T*>(nullptr), plan.wino_block,
-                          dx + begin * in_size, sw + plan.col + plan.dy + plan.dcol + plan.acc);
     }
     if (shifted) {  // dw (F x K) += dwtᵀ
       for (index_t f = 0; f < filters; ++f)

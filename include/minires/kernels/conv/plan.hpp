@@ -5,8 +5,8 @@
 //   shifted.hpp       stride 1 or 2 with 'same' output size: products on shifted views of
 //                     zero-padded planes, no column matrix
 //   im2col_gemm.hpp   everything else: im2col columns of a group of images, one product
-//   winograd.hpp      3x3, stride 1, 16 or more channels and filters: forward and input
-//                     gradient by Winograd F(4x4, 3x3); the weight gradient by shifted or im2col
+//   winograd.hpp      3x3, stride 1, wide enough (conv2d_is_winograd): forward, input gradient
+//                     and weight gradient by Winograd F(4x4, 3x3)
 #pragma once
 
 #include <algorithm>
@@ -92,7 +92,7 @@ inline bool conv2d_is_shifted(const ConvGeometry& g) noexcept {
 // How conv2d_forward/backward use their workspace (sizes in elements).
 struct Conv2DPlan {
   Conv2DAlgorithm algorithm = Conv2DAlgorithm::Im2col;  // forward and input gradient
-  Conv2DAlgorithm weights = Conv2DAlgorithm::Im2col;    // weight gradient (never Winograd)
+  Conv2DAlgorithm weights = Conv2DAlgorithm::Im2col;    // weight gradient
   index_t group = 1;                                    // images per GEMM
   index_t packed_w = 0;                                 // pack_a(w), F x K
   index_t packed_wt = 0;  // pack_a(wᵀ), K x F (shifted: each phase's w_phaseᵀ, C x F*taps)
@@ -114,7 +114,8 @@ struct Conv2DPlan {
   index_t wino_block = 0;  // tiles per block
   index_t wino_u = 0;      // the forward's transformed kernel, winograd_packed_size(F, C)
   index_t wino_ut = 0;     // the input gradient's, winograd_packed_size(C, F)
-  index_t wino = 0;        // per slot: winograd_slot_size(block, max(C, F))
+  index_t wino = 0;        // per slot: the larger of winograd_slot_size(block, max(C, F)) and
+                           // the weight gradient's work and dUt
 
   bool shifted() const noexcept { return image_cols > 0; }  // conv2d_is_shifted, as planned
 
@@ -204,12 +205,18 @@ Conv2DPlan conv2d_plan(const ConvGeometry& g, index_t filters) {
   Conv2DPlan p = detail::conv2d_direct_plan<T>(g, filters);
   p.weights = p.algorithm;
   if (!conv2d_is_winograd<T>(g, filters)) return p;
-  p.algorithm = Conv2DAlgorithm::Winograd;
-  p.wino_block = winograd_block<T>(g.channels, filters);
-  p.wino_u = winograd_packed_size(filters, g.channels);
-  p.wino_ut = winograd_packed_size(g.channels, filters);
-  p.wino = winograd_slot_size<T>(p.wino_block, std::max(g.channels, filters));
-  return p;
+  // Winograd throughout: none of the direct algorithm's buffers.
+  Conv2DPlan w;
+  w.algorithm = w.weights = Conv2DAlgorithm::Winograd;
+  w.partial = p.partial;
+  const index_t C = g.channels, b = winograd_block<T>(C, filters);
+  w.wino_block = b;
+  w.wino_u = winograd_packed_size(filters, C);
+  w.wino_ut = winograd_packed_size(C, filters);
+  w.wino =
+      std::max(winograd_slot_size<T>(b, std::max(C, filters)),
+               winograd_weight_grad_work<T>(b, C, filters) + winograd_grad_u_size<T>(C, filters));
+  return w;
 }
 
 // Elements of workspace conv2d_forward/backward need for `slots` slots.

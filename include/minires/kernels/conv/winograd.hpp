@@ -14,8 +14,8 @@
 // at the edges (7x7 outputs take 2x2 tiles, 64 outputs for 49) and the transforms.
 //
 // The input gradient of a 3x3 stride-1 convolution is again one: dx = conv(dy, w'), w'[c][f] =
-// w[f][c] rotated by 180 degrees, padded by 2 - pad, so it runs on the same code (conv2d.hpp);
-// the weight gradient takes the direct path (shifted or im2col).
+// w[f][c] rotated by 180 degrees, padded by 2 - pad, so it runs on the same code (conv2d.hpp).
+// The weight gradient is the transposed algorithm (winograd_weight_grad, below).
 //
 // Accuracy: the transforms' coefficients (up to 8 in A, 1/24 in G) amplify rounding about
 // tenfold over a direct sum. In float, on inputs and weights in [-1, 1], outputs differ from
@@ -106,6 +106,27 @@ inline void winograd_at(const V* m, V* o) {
   o[3] = d12 + eight * d34 + m[5];
 }
 
+// m = A y (4 -> 6): the transpose of winograd_at, for output gradients.
+template <class V>
+inline void winograd_a(const V* y, V* m) {
+  const V two(2), four(4), eight(8);
+  const V s02 = y[0] + y[2], s13 = y[1] + y[3];
+  const V q02 = y[0] + four * y[2], q13 = two * y[1] + eight * y[3];
+  m[0] = y[0];
+  m[1] = s02 + s13;
+  m[2] = s02 - s13;
+  m[3] = q02 + q13;
+  m[4] = q02 - q13;
+  m[5] = y[3];
+}
+
+// g = Gᵀ u (6 -> 3): the transpose of winograd_g, for the kernel's gradient.
+inline void winograd_gt(const double* u, double* g) {
+  g[0] = u[0] / 4 - (u[1] + u[2]) / 6 + (u[3] + u[4]) / 24;
+  g[1] = (u[2] - u[1]) / 6 + (u[3] - u[4]) / 12;
+  g[2] = (u[3] + u[4] - u[1] - u[2]) / 6 + u[5];
+}
+
 // u = G g (3 -> 6), in double: the kernel is transformed once per call.
 inline void winograd_g(const double* g, double* u) {
   u[0] = g[0] / 4;
@@ -144,6 +165,54 @@ void winograd_pack_kernel(index_t M, index_t K, Kernel kernel, bool rotate, T* u
   }
 }
 
+// V[ξ][c][t] = (Bᵀ d B)[ξ] for the tb tiles t0.. of the batch (s.tiles() per image, images
+// s.in_size() apart in x) and every input channel c, at V + (ξ * C + c) * ld + t. D: 36 x ld
+// scratch for one channel's gathered tiles; tmp: 36 SIMD batches.
+template <class T>
+void winograd_input_transform(const T* x, const WinogradShape& s, index_t t0, index_t tb,
+                              index_t ld, T* V, T* D) {
+  using B = xsimd::batch<T>;
+  constexpr index_t L = simd_width<T>();
+  constexpr index_t A = winograd_alpha, TM = winograd_tile;
+  const index_t C = s.channels, H = s.height, W = s.width;
+  const index_t tw = s.tiles_w(), tpi = s.tiles();
+  alignas(64) T tmp[winograd_points * L];
+  for (index_t c = 0; c < C; ++c) {
+    for (index_t t = 0; t < tb; ++t) {
+      const index_t g = t0 + t, img = g / tpi, r = g % tpi;
+      const index_t top = (r / tw) * TM - s.pad_top, left = (r % tw) * TM - s.pad_left;
+      const T* plane = x + img * s.in_size() + c * H * W;
+      if (top >= 0 && left >= 0 && top + A <= H && left + A <= W) {
+        for (index_t i = 0; i < A; ++i)
+          for (index_t j = 0; j < A; ++j) D[(i * A + j) * ld + t] = plane[(top + i) * W + left + j];
+      } else {
+        for (index_t i = 0; i < A; ++i) {
+          const index_t h = top + i;
+          for (index_t j = 0; j < A; ++j) {
+            const index_t w = left + j;
+            D[(i * A + j) * ld + t] = h >= 0 && h < H && w >= 0 && w < W ? plane[h * W + w] : T(0);
+          }
+        }
+      }
+    }
+    for (index_t t = 0; t < tb; t += L) {
+      // Columns: tmp[i][j] = (Bᵀ d)[i][j]; then rows: V[i][j] = (tmp B)[i][j] = Bᵀ tmp[i][:].
+      for (index_t j = 0; j < A; ++j) {
+        B d[A], r[A];
+        for (index_t i = 0; i < A; ++i) d[i] = B::load_unaligned(D + (i * A + j) * ld + t);
+        detail::winograd_bt(d, r);
+        for (index_t i = 0; i < A; ++i) r[i].store_aligned(tmp + (i * A + j) * L);
+      }
+      for (index_t i = 0; i < A; ++i) {
+        B d[A], r[A];
+        for (index_t j = 0; j < A; ++j) d[j] = B::load_aligned(tmp + (i * A + j) * L);
+        detail::winograd_bt(d, r);
+        for (index_t j = 0; j < A; ++j) r[j].store_unaligned(V + ((i * A + j) * C + c) * ld + t);
+      }
+    }
+  }
+}
+
 // y (+)= the convolution of images [0, n) (s.in_size() apart; outputs s.out_size() apart) with
 // the packed kernel up (winograd_pack_kernel, filters x channels) plus bias (may be null; only
 // when assigning). work: winograd_slot_size(block, max(channels, filters)) elements.
@@ -153,7 +222,7 @@ void winograd_conv(const T* x, index_t n, const WinogradShape& s, const T* up, c
   using B = xsimd::batch<T>;
   constexpr index_t L = simd_width<T>();
   constexpr index_t A = winograd_alpha, P = winograd_points, TM = winograd_tile;
-  const index_t C = s.channels, F = s.filters, H = s.height, W = s.width;
+  const index_t C = s.channels, F = s.filters;
   const index_t tw = s.tiles_w(), tpi = s.tiles(), total = n * tpi;
   const index_t ld = round_up(block, L), planes = std::max(C, F);
   const index_t up_stride = packed_a_size(F, C);
@@ -164,43 +233,7 @@ void winograd_conv(const T* x, index_t n, const WinogradShape& s, const T* up, c
   alignas(64) T out[TM * TM * L];  // output tiles of L lanes
   for (index_t t0 = 0; t0 < total; t0 += block) {
     const index_t tb = std::min(block, total - t0);
-    // Input transform, channel by channel.
-    for (index_t c = 0; c < C; ++c) {
-      for (index_t t = 0; t < tb; ++t) {
-        const index_t g = t0 + t, img = g / tpi, r = g % tpi;
-        const index_t top = (r / tw) * TM - s.pad_top, left = (r % tw) * TM - s.pad_left;
-        const T* plane = x + img * s.in_size() + c * H * W;
-        if (top >= 0 && left >= 0 && top + A <= H && left + A <= W) {
-          for (index_t i = 0; i < A; ++i)
-            for (index_t j = 0; j < A; ++j)
-              D[(i * A + j) * ld + t] = plane[(top + i) * W + left + j];
-        } else {
-          for (index_t i = 0; i < A; ++i) {
-            const index_t h = top + i;
-            for (index_t j = 0; j < A; ++j) {
-              const index_t w = left + j;
-              D[(i * A + j) * ld + t] =
-                  h >= 0 && h < H && w >= 0 && w < W ? plane[h * W + w] : T(0);
-            }
-          }
-        }
-      }
-      for (index_t t = 0; t < tb; t += L) {
-        // Columns: tmp[i][j] = (Bᵀ d)[i][j]; then rows: V[i][j] = (tmp B)[i][j] = Bᵀ tmp[i][:].
-        for (index_t j = 0; j < A; ++j) {
-          B d[A], r[A];
-          for (index_t i = 0; i < A; ++i) d[i] = B::load_unaligned(D + (i * A + j) * ld + t);
-          detail::winograd_bt(d, r);
-          for (index_t i = 0; i < A; ++i) r[i].store_aligned(tmp + (i * A + j) * L);
-        }
-        for (index_t i = 0; i < A; ++i) {
-          B d[A], r[A];
-          for (index_t j = 0; j < A; ++j) d[j] = B::load_aligned(tmp + (i * A + j) * L);
-          detail::winograd_bt(d, r);
-          for (index_t j = 0; j < A; ++j) r[j].store_unaligned(V + ((i * A + j) * C + c) * ld + t);
-        }
-      }
-    }
+    winograd_input_transform(x, s, t0, tb, ld, V, D);
     // The 36 products over the channels.
     for (index_t p = 0; p < P; ++p)
       gemm_packed_a(up + p * up_stride, F, C, V + p * C * ld, ld, tb, M + p * F * ld, ld);
@@ -238,6 +271,109 @@ void winograd_conv(const T* x, index_t n, const WinogradShape& s, const T* up, c
           }
         }
       }
+    }
+  }
+}
+
+// The weight gradient. With M[ξ] = U[ξ] V[ξ] and Y = Aᵀ M A per tile:
+//   dM = A dY Aᵀ (4x4 -> 6x6),   dU[ξ] (F x C) += Σ_tiles dM[ξ] (F x tiles) · V[ξ]ᵀ,
+//   dg = Gᵀ dU G (6x6 -> 3x3),
+// 36 multiply-adds per tile and channel pair instead of 144 (as the forward). The products run
+// on gemm_atb_taps with the SIMD lanes along the filters, so dM is stored tile-major:
+// dMt[ξ][t][f]; dU is accumulated transposed, dUt[ξ][c][f], over all blocks of a call, and
+// transformed once at the end (winograd_add_weight_grad).
+
+// Elements of the weight gradient's scratch: V (36 x C x ld), dMt (36 x block x fpad) and the
+// gathered tiles (36 x ld); dUt (winograd_grad_u_size) comes separately.
+template <class T>
+index_t winograd_weight_grad_work(index_t block, index_t channels, index_t filters) noexcept {
+  const index_t ld = round_up(block, simd_width<T>());
+  return winograd_points * (channels * ld + block * round_up(filters, simd_width<T>()) + ld);
+}
+
+// Elements of dUt: 36 x C x round_up(F, SIMD width).
+template <class T>
+index_t winograd_grad_u_size(index_t channels, index_t filters) noexcept {
+  return winograd_points * channels * round_up(filters, simd_width<T>());
+}
+
+// dut (winograd_grad_u_size, accumulated) += the transformed weight gradient of images [0, n):
+// x (s.in_size() apart) the forward's input, dy (s.out_size() apart) its output gradient.
+// work: winograd_weight_grad_work(block, C, F) elements.
+template <class T>
+void winograd_weight_grad(const T* x, const T* dy, index_t n, const WinogradShape& s, index_t block,
+                          T* dut, T* work) {
+  using B = xsimd::batch<T>;
+  constexpr index_t L = simd_width<T>();
+  constexpr index_t A = winograd_alpha, P = winograd_points, TM = winograd_tile;
+  const index_t C = s.channels, F = s.filters, OH = s.out_h, OW = s.out_w;
+  const index_t tw = s.tiles_w(), tpi = s.tiles(), total = n * tpi;
+  const index_t ld = round_up(block, L), fpad = round_up(F, L);
+  T* V = work;             // V[ξ][c][t]: (ξ * C + c) * ld + t
+  T* dM = V + P * C * ld;  // dMt[ξ][t][f]: (ξ * block + t) * fpad + f
+  T* D = dM + P * block * fpad;
+  alignas(64) T yt[TM * TM * L];  // one tile of L filters: yt[k][l], k = 4 * row + col
+  alignas(64) T tmp[P * L];
+  const index_t offset0 = 0;
+  for (index_t t0 = 0; t0 < total; t0 += block) {
+    const index_t tb = std::min(block, total - t0);
+    winograd_input_transform(x, s, t0, tb, ld, V, D);
+    // Output-gradient transform, tile by tile, the SIMD lanes across filters.
+    for (index_t t = 0; t < tb; ++t) {
+      const index_t g = t0 + t, img = g / tpi, r = g % tpi;
+      const index_t oh0 = (r / tw) * TM, ow0 = (r % tw) * TM;
+      const index_t rows = std::min(TM, OH - oh0), cols = std::min(TM, OW - ow0);
+      const T* src = dy + img * s.out_size() + oh0 * OW + ow0;
+      for (index_t f0 = 0; f0 < fpad; f0 += L) {
+        const index_t lanes = std::min(L, F - f0);
+        if (lanes < L || rows < TM || cols < TM) std::fill(yt, yt + TM * TM * L, T(0));
+        for (index_t l = 0; l < lanes; ++l) {
+          const T* plane = src + (f0 + l) * OH * OW;
+          for (index_t i = 0; i < rows; ++i)
+            for (index_t j = 0; j < cols; ++j) yt[(i * TM + j) * L + l] = plane[i * OW + j];
+        }
+        for (index_t j = 0; j < TM; ++j) {  // columns: tmp[i][j] = (A y)[i][j], i < 6
+          B y[TM], m[A];
+          for (index_t i = 0; i < TM; ++i) y[i] = B::load_aligned(yt + (i * TM + j) * L);
+          detail::winograd_a(y, m);
+          for (index_t i = 0; i < A; ++i) m[i].store_aligned(tmp + (i * A + j) * L);
+        }
+        for (index_t i = 0; i < A; ++i) {  // rows: dM[i][j] = A tmp[i][:]
+          B y[TM], m[A];
+          for (index_t j = 0; j < TM; ++j) y[j] = B::load_aligned(tmp + (i * A + j) * L);
+          detail::winograd_a(y, m);
+          for (index_t j = 0; j < A; ++j)
+            m[j].store_unaligned(dM + ((i * A + j) * block + t) * fpad + f0);
+        }
+      }
+    }
+    // dUt[ξ] (C x fpad) += V[ξ] (C x tb) · dMt[ξ] (tb x fpad).
+    for (index_t p = 0; p < P; ++p) {
+      gemm_atb_taps(dM + p * block * fpad, fpad, tb, V + p * C * ld, ld, C, 1, &offset0,
+                    dut + p * C * fpad);
+    }
+  }
+}
+
+// dw (F x C x 3 x 3) += Gᵀ dU G for dut as winograd_weight_grad left it.
+template <class T>
+void winograd_add_weight_grad(const T* dut, index_t filters, index_t channels, T* dw) {
+  const index_t fpad = round_up(filters, simd_width<T>());
+  for (index_t f = 0; f < filters; ++f) {
+    for (index_t c = 0; c < channels; ++c) {
+      double u[36], t[18], g[9];
+      for (index_t p = 0; p < winograd_points; ++p)
+        u[p] = double(dut[(p * channels + c) * fpad + f]);
+      // t (3x6) = Gᵀ u: columns of u; then g (3x3) = t G: rows of t.
+      for (int j = 0; j < 6; ++j) {
+        const double col[6] = {u[j], u[6 + j], u[12 + j], u[18 + j], u[24 + j], u[30 + j]};
+        double out[3];
+        detail::winograd_gt(col, out);
+        for (int i = 0; i < 3; ++i) t[i * 6 + j] = out[i];
+      }
+      for (int i = 0; i < 3; ++i) detail::winograd_gt(t + i * 6, g + i * 3);
+      T* dst = dw + (f * channels + c) * 9;
+      for (int q = 0; q < 9; ++q) dst[q] += T(g[q]);
     }
   }
 }
