@@ -153,7 +153,10 @@ TEST_CASE("memory is planned once: later steps reuse every buffer") {
   Rng rng(4);
   auto big = test::random_tensor<float>(rng, Shape{16, 1, 28, 28});
   auto small = test::random_tensor<float>(rng, Shape{5, 1, 28, 28});
+  m.zero_grad();  // a first step sizes every buffer, gradients included
   m.forward(big, Mode::Train);
+  m.output_grad().fill(0.1f);
+  m.backward();
   const float* out_data = m.activation(m.output()).data();
   const long long allocations = tensor_allocations();
   for (int i = 0; i < 3; ++i) {
@@ -166,6 +169,43 @@ TEST_CASE("memory is planned once: later steps reuse every buffer") {
   CHECK(m.activation(m.output()).data() == out_data);
   CHECK(m.planned_batch() == 16);
   CHECK(m.activation(m.output()).shape() == Shape{16, 10});
+}
+
+TEST_CASE("a model that only runs forward holds no gradient buffers") {
+  Rng rng(5);
+  const auto x = test::random_tensor<float>(rng, Shape{8, 1, 28, 28});
+  auto m = seed_resnet<float>();
+  m.init(3);
+  m.forward(x, Mode::Infer);
+  m.forward(x, Mode::Train);
+  CHECK(m.activation_bytes() > 0);
+  CHECK(m.gradient_bytes() == 0);
+  // The first backward pass sizes them, and its gradients equal a model's that had them from
+  // the start.
+  auto step = [&](Model<float>& model) {
+    model.zero_grad();
+    model.forward(x, Mode::Train);
+    model.output_grad().fill(0.1f);
+    model.backward();
+  };
+  step(m);
+  CHECK(m.gradient_bytes() == m.activation_bytes());
+  auto fresh = seed_resnet<float>();
+  fresh.init(3);
+  step(fresh);
+  auto pf = fresh.params(), pm = m.params();
+  REQUIRE(pf.size() == pm.size());
+  for (std::size_t i = 0; i < pf.size(); ++i) {
+    INFO(pf[i].name);
+    CHECK(std::equal(pf[i].grad->begin(), pf[i].grad->end(), pm[i].grad->begin()));
+  }
+  // Gradients asked for after a forward on a smaller batch than planned: shaped like it.
+  auto late = seed_resnet<float>();
+  late.init(3);
+  late.plan(16);
+  late.forward(x, Mode::Train);
+  CHECK(late.output_grad().shape() == Shape{8, 10});
+  CHECK(late.gradient_bytes() == late.activation_bytes());
 }
 
 TEST_CASE("zero_grad clears activation gradients beyond a smaller batch run in between") {

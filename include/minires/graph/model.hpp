@@ -12,10 +12,12 @@
 // runs it front to back, backward back to front, and a node that feeds several consumers
 // receives the sum of their gradients (layers accumulate into dx).
 //
-// Memory is planned once per batch size: plan(n) sizes every activation, gradient and layer
-// scratch buffer for batches of up to n samples; later steps with n or fewer samples allocate
-// nothing. ReLU fusion is planned by graph/fusion.hpp; the summary table, the architecture
-// description and the profile report are written by graph/summary.hpp.
+// Memory is planned once per batch size: plan(n) sizes every activation and layer scratch
+// buffer for batches of up to n samples; later steps with n or fewer samples allocate nothing.
+// The activation gradients are sized the same way, but only once a backward pass is asked for
+// (zero_grad, output_grad or backward): a model that only runs forward (evaluation,
+// prediction) holds no gradient buffers. ReLU fusion is planned by graph/fusion.hpp; the summary
+// table, the architecture description and the profile report are written by graph/summary.hpp.
 #pragma once
 
 #include <algorithm>
@@ -251,12 +253,16 @@ class Model {
   // and a smaller batch in between (a last partial batch, a validation pass) must not leave
   // the next full batch with a previous step's gradients.
   void zero_grad() {
+    need_gradients();
     for (auto& n : nodes_) kernels::fill(n.dy.data(), n.dy.capacity(), T(0));
     for (auto& p : param_cache_) kernels::fill(p.grad->data(), p.grad->size(), T(0));
   }
 
   // The gradient of the loss with respect to the output, for the loss to accumulate into.
-  Tensor<T>& output_grad() { return output_node().dy; }
+  Tensor<T>& output_grad() {
+    need_gradients();
+    return output_node().dy;
+  }
 
   // The loss's gradient for the last forward, back-propagated: loss.backward(output_grad()),
   // then backward(). What PyTorch's loss.backward() does.
@@ -273,6 +279,7 @@ class Model {
           "with BatchNorm folded into the layers before it (call set_folding(false) to "
           "differentiate in inference mode)");
     }
+    need_gradients();
     for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
       NodeData& n = *it;
       if (!n.layer || n.fused_into >= 0) continue;
@@ -375,6 +382,10 @@ class Model {
   // True when node n is a ReLU that runs fused into its input's layer (valid after plan()).
   bool is_fused(Node n) const { return node(n).fused_into >= 0; }
   index_t planned_batch() const noexcept { return planned_batch_; }
+  // Bytes held by the activations and by their gradients (0 until a backward pass is asked
+  // for), at their planned capacity.
+  std::size_t activation_bytes() const noexcept { return buffer_bytes(&NodeData::y); }
+  std::size_t gradient_bytes() const noexcept { return buffer_bytes(&NodeData::dy); }
 
   // A one-line-per-node description of the architecture (names, types, configuration, inputs,
   // output shapes): saved with the weights so a file is only loaded into the same model.
@@ -477,7 +488,26 @@ class Model {
     for (auto& n : nodes_) {
       if (n.fused_into >= 0) continue;
       n.y.resize(n.sample_shape.prepend_batch(batch));
-      n.dy.resize(n.sample_shape.prepend_batch(batch));
+      if (gradients_) n.dy.resize(n.sample_shape.prepend_batch(batch));
+    }
+  }
+
+  std::size_t buffer_bytes(Tensor<T> NodeData::*buffer) const noexcept {
+    std::size_t bytes = 0;
+    for (const auto& n : nodes_) bytes += std::size_t((n.*buffer).capacity()) * sizeof(T);
+    return bytes;
+  }
+
+  // Sizes the activation gradients like the activations (the planned batch, shaped as the
+  // last forward's) the first time a backward pass is asked for.
+  void need_gradients() {
+    if (gradients_) return;
+    gradients_ = true;
+    if (planned_batch_ == 0) return;  // plan() will size them
+    for (auto& n : nodes_) {
+      if (n.fused_into >= 0) continue;
+      n.dy.resize(n.sample_shape.prepend_batch(planned_batch_));
+      n.dy.resize(n.y.shape());
     }
   }
 
@@ -526,6 +556,7 @@ class Model {
   bool folding_ = true;
   bool any_folded_ = false;      // plan() folded at least one node
   bool folded_forward_ = false;  // the last forward ran folded (backward() would be wrong)
+  bool gradients_ = false;       // activation gradients are sized (need_gradients)
 };
 
 }  // namespace minires
