@@ -35,6 +35,7 @@
 #include <algorithm>
 
 #include "minires/core/cpu.hpp"
+#include "minires/core/parallel.hpp"
 #include "minires/core/shape.hpp"
 #include "minires/kernels/packed_gemm.hpp"
 
@@ -141,28 +142,32 @@ inline void winograd_g(const double* g, double* u) {
 
 // U[ξ] = G g Gᵀ for every (row i, column k) of an M x K kernel matrix, each packed by pack_a's
 // layout into up + ξ * packed_a_size(M, K). kernel(i, k) returns a pointer to the 3x3 kernel
-// of that pair and `rotate` reads it rotated by 180 degrees (the input gradient's w').
+// of that pair and `rotate` reads it rotated by 180 degrees (the input gradient's w'). Blocks
+// of gemm_mr rows are transformed in parallel (each writes only its own packed block).
 template <class T, class Kernel>
 void winograd_pack_kernel(index_t M, index_t K, Kernel kernel, bool rotate, T* up) {
-  const index_t stride = packed_a_size(M, K);
-  std::fill(up, up + winograd_points * stride, T(0));
-  for (index_t i = 0; i < M; ++i) {
-    for (index_t k = 0; k < K; ++k) {
-      const T* w = kernel(i, k);
-      double g[9], t[18], u[36];
-      for (int q = 0; q < 9; ++q) g[q] = double(w[rotate ? 8 - q : q]);
-      // t (6x3) = G g: columns of g transformed; then u (6x6) = t Gᵀ: rows of t transformed.
-      for (int c = 0; c < 3; ++c) {
-        const double col[3] = {g[c], g[3 + c], g[6 + c]};
-        double out[6];
-        detail::winograd_g(col, out);
-        for (int r = 0; r < 6; ++r) t[r * 3 + c] = out[r];
+  const index_t stride = packed_a_size(M, K), blocks = (M + gemm_mr - 1) / gemm_mr;
+  parallel_for(blocks, parallel_grain(gemm_mr * K * 400), [&](index_t b0, index_t b1) {
+    for (index_t p = 0; p < winograd_points; ++p)  // the blocks' padding rows stay 0
+      std::fill(up + p * stride + b0 * K * gemm_mr, up + p * stride + b1 * K * gemm_mr, T(0));
+    for (index_t i = b0 * gemm_mr; i < std::min(M, b1 * gemm_mr); ++i) {
+      for (index_t k = 0; k < K; ++k) {
+        const T* w = kernel(i, k);
+        double g[9], t[18], u[36];
+        for (int q = 0; q < 9; ++q) g[q] = double(w[rotate ? 8 - q : q]);
+        // t (6x3) = G g: columns of g transformed; then u (6x6) = t Gᵀ: rows of t transformed.
+        for (int c = 0; c < 3; ++c) {
+          const double col[3] = {g[c], g[3 + c], g[6 + c]};
+          double out[6];
+          detail::winograd_g(col, out);
+          for (int r = 0; r < 6; ++r) t[r * 3 + c] = out[r];
+        }
+        for (int r = 0; r < 6; ++r) detail::winograd_g(t + r * 3, u + r * 6);
+        const index_t at = ((i / gemm_mr) * K + k) * gemm_mr + i % gemm_mr;
+        for (index_t p = 0; p < winograd_points; ++p) up[p * stride + at] = T(u[p]);
       }
-      for (int r = 0; r < 6; ++r) detail::winograd_g(t + r * 3, u + r * 6);
-      const index_t at = ((i / gemm_mr) * K + k) * gemm_mr + i % gemm_mr;
-      for (index_t p = 0; p < winograd_points; ++p) up[p * stride + at] = T(u[p]);
     }
-  }
+  });
 }
 
 // V[ξ][c][t] = (Bᵀ d B)[ξ] for the tb tiles t0.. of the batch (s.tiles() per image, images
