@@ -12,6 +12,7 @@ cd "$root"
 
 packages=(cmake make g++ libeigen3-dev libxsimd-dev catch2 libbenchmark-dev zlib1g-dev
           libcli11-dev nlohmann-json3-dev
+          libopenmpi-dev openmpi-bin
           dataset-fashion-mnist)
 # The test command also builds the fuzz targets with clang's libFuzzer (and its OpenMP).
 test_packages=(clang libclang-rt-dev libomp-dev)
@@ -33,7 +34,7 @@ install_deps() {  # install_deps [extra packages...]
     echo "minires: apt-get not found. Install these (Debian package names) with your package manager:" >&2
     echo "  ${missing[*]}" >&2
     echo "  (CMake >= 3.25, a C++17 compiler with OpenMP, Eigen 3.4, xsimd 8, Catch2 2.13," >&2
-    echo "   Google Benchmark, zlib, and the Fashion-MNIST .gz files for the example)" >&2
+    echo "   Google Benchmark, zlib, optionally Open MPI, and the Fashion-MNIST .gz files)" >&2
     exit 1
   fi
   local sudo=()

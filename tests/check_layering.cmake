@@ -15,6 +15,7 @@ set(level_optim 4)
 set(level_io 4)
 set(level_train 5)
 set(level_testing 5)
+set(level_distributed 5)
 set(level_umbrella 6)
 set(level_models 7)
 

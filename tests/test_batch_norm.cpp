@@ -342,6 +342,47 @@ TEST_CASE("BatchNorm results do not depend on the thread count") {
   }
 }
 
+TEST_CASE("BatchNorm with a statistics group of one process computes as without, bit for bit") {
+  // The synchronised path (phases with sums over the group between them) on a group of one:
+  // the same sums in the same order, so the same bits, with and without a fused ReLU; and its
+  // gradient through the batch statistics checked against finite differences.
+  Rng rng(39);
+  SingleProcess one;
+  const Shape s{4, 16, 32, 32};
+  const auto x = random_tensor<float>(rng, s);
+  const auto dy = random_tensor<float>(rng, s);
+  for (bool relu : {false, true}) {
+    auto run = [&](Collective* group) {
+      RandomBatchNorm<float> bn;
+      Rng r(3);
+      setup(bn, s, r);
+      bn.set_fused_relu(relu);
+      CHECK(bn.set_statistics_group(group));
+      std::vector<Tensor<float>> out;
+      out.emplace_back(s);
+      out.emplace_back(s);
+      forward(bn, x, out[0], Mode::Train);
+      backward(bn, x, out[0], dy, &out[1]);
+      out.push_back(bn.dgamma.clone());
+      out.push_back(bn.dbeta.clone());
+      out.push_back(bn.moving_mean.clone());
+      out.push_back(bn.moving_variance.clone());
+      return out;
+    };
+    const auto a = run(nullptr), b = run(&one);
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      INFO("output " << i << (relu ? ", fused ReLU" : ""));
+      CHECK(std::memcmp(a[i].data(), b[i].data(), sizeof(float) * a[i].size()) == 0);
+    }
+  }
+  SingleProcess group;
+  for (const auto& shape : gradient_shapes) {
+    RandomBatchNorm<double> bn;
+    bn.set_statistics_group(&group);
+    minires::test::require_gradients(bn, {shape}, rng, "group of one " + shape.str());
+  }
+}
+
 TEST_CASE("BatchNorm parameters, state and Keras defaults") {
   Rng rng(39);
   BatchNorm<float> bn;

@@ -5,6 +5,7 @@
 //   fmnist train --model seed       the 2017 notebook's model and settings (RMSprop, batch 128)
 //   fmnist evaluate --model-file fmnist-out/best.mrm
 //   fmnist predict --model-file fmnist-out/best.mrm --count 5
+//   mpirun -np 2 fmnist train       data-parallel training on 2 ranks (built with MPI)
 // clang-format on
 //
 // `fmnist --help` and `fmnist <command> --help` list every option.
@@ -26,8 +27,13 @@
 #include <ctime>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
+
+#ifdef MINIRES_FMNIST_MPI
+#include <minires/distributed/mpi.hpp>
+#endif
 
 #include "config.hpp"
 #include "models.hpp"
@@ -168,6 +174,11 @@ struct Common {
   std::string command_line;        // the whole command, quoted for a POSIX shell
   std::string data = default_fashion_mnist_dir();
   int threads = 0;
+  // Data-parallel training (started by mpirun): the ranks; rank 0 prints and writes --out.
+  Collective* group = nullptr;
+  bool sync_bn = false;
+  bool lead() const { return group == nullptr || group->rank() == 0; }
+  int ranks() const { return group != nullptr ? group->size() : 1; }
 };
 
 // --threads, or else OMP_NUM_THREADS, checked before any parallel region starts; a count above
@@ -334,7 +345,7 @@ int train_command(Config cfg, const std::vector<std::string>& given, const Commo
       cfg.epochs = epochs;  // continue further than first planned
     }
     history = stored.history;
-  } else if (!overwrite) {
+  } else if (!overwrite && common.lead()) {
     refuse_to_overwrite(out, common);
   }
   cfg.apply_model_defaults();
@@ -345,15 +356,18 @@ int train_command(Config cfg, const std::vector<std::string>& given, const Commo
   auto split = load_data(common.data, cfg);
   check_data(model, split);
 
-  // Now the run writes into --out: lock it, clear what a killed run left, and for
+  // Now the run writes into --out (rank 0 only): lock it, clear what a killed run left, and for
   // --overwrite delete the earlier run.
-  prepare_output_directory(out);
-  const DirectoryLock lock(out);
-  for (const auto& name : remove_stale_temporaries(out))
-    std::printf("removed %s/%s, left by a run that was killed while saving\n", out.c_str(),
-                name.c_str());
-  if (overwrite)
-    for (const char* f : run_files) fs::remove(fs::path(out) / f, ec);
+  std::optional<DirectoryLock> lock;
+  if (common.lead()) {
+    prepare_output_directory(out);
+    lock.emplace(out);
+    for (const auto& name : remove_stale_temporaries(out))
+      std::printf("removed %s/%s, left by a run that was killed while saving\n", out.c_str(),
+                  name.c_str());
+    if (overwrite)
+      for (const char* f : run_files) fs::remove(fs::path(out) / f, ec);
+  }
   const index_t steps = (split.train.size() + cfg.batch_size - 1) / cfg.batch_size;
   auto optimizer = make_optimizer(cfg);
   optimizer->attach(model.params());
@@ -363,6 +377,15 @@ int train_command(Config cfg, const std::vector<std::string>& given, const Commo
       "minires %s  model %s  threads %d  train %lld  validation %lld  test %lld\n", version_string,
       cfg.model.c_str(), num_threads(), static_cast<long long>(split.train.size()),
       static_cast<long long>(split.validation.size()), static_cast<long long>(split.test.size()));
+  if (common.ranks() > 1) {
+    std::printf(
+        "data parallel: %d ranks x %d threads, global batch %lld (%lld or %lld per rank), "
+        "BatchNorm statistics %s\n",
+        common.ranks(), num_threads(), static_cast<long long>(cfg.batch_size),
+        static_cast<long long>(cfg.batch_size / common.ranks()),
+        static_cast<long long>((cfg.batch_size + common.ranks() - 1) / common.ranks()),
+        common.sync_bn ? "synchronised over the ranks (--sync-bn)" : "per rank");
+  }
   std::printf("config %s\n", cfg.to_json().dump().c_str());
   std::fputs(model.summary().c_str(), stdout);
   if (resume) {
@@ -380,6 +403,10 @@ int train_command(Config cfg, const std::vector<std::string>& given, const Commo
   fo.initial_epoch = stored.epoch;
   fo.precise_bn_batches = cfg.precise_bn;
   fo.interrupt = g_interrupted;
+  if (common.group != nullptr) {
+    fo.replicas = *common.group;
+    fo.sync_batch_norm = common.sync_bn;
+  }
 
   const Metadata extra = {
       {"model", cfg.model}, {"config", cfg.to_json().dump()}, {"minires", version_string}};
@@ -389,6 +416,8 @@ int train_command(Config cfg, const std::vector<std::string>& given, const Commo
       {"minires_version", version_string},
       {"config", cfg.to_json()},
       {"threads", num_threads()},
+      {"ranks", common.ranks()},
+      {"sync_bn", common.sync_bn},
       {"parameters",
        {{"trainable", model.trainable_count()}, {"non_trainable", model.non_trainable_count()}}},
       {"data",
@@ -403,7 +432,7 @@ int train_command(Config cfg, const std::vector<std::string>& given, const Commo
   SoftmaxCrossEntropy<float> loss(loss_options);
 
   fo.validation = split.validation;
-  fo.callbacks = {progress, recorder, checkpoint};
+  fo.callbacks = {progress, recorder, checkpoint};  // fit() runs them on rank 0 only
   const History h = fit(model, loss, *optimizer, split.train, fo);
   std::signal(SIGINT, SIG_DFL);
   fmnist::print_epoch_table(stdout, recorder.history());
@@ -420,17 +449,23 @@ int train_command(Config cfg, const std::vector<std::string>& given, const Commo
     }
     return 130;
   }
-  if (!fs::exists(best, ec))
+  if ((h.epochs.empty() && history.empty()) || (common.lead() && !fs::exists(best, ec)))
     throw Error("training ran no epoch: nothing to evaluate (epochs " + std::to_string(cfg.epochs) +
                 ")");
 
-  // Test accuracy of the checkpoint with the best validation accuracy.
-  const Metadata best_meta = load(model, best);
-  const fmnist::StoredRun best_run = fmnist::stored_run(best_meta, best);
-  std::printf("\nbest validation accuracy %.6f at epoch %lld (%s)\n", best_run.best,
-              static_cast<long long>(best_run.best_epoch), best.c_str());
+  // Test accuracy of the checkpoint with the best validation accuracy (read by rank 0, sent to
+  // the others; the test set is then shared among the ranks).
+  fmnist::StoredRun best_run;
+  if (common.lead()) {
+    const Metadata best_meta = load(model, best);
+    best_run = fmnist::stored_run(best_meta, best);
+    std::printf("\nbest validation accuracy %.6f at epoch %lld (%s)\n", best_run.best,
+                static_cast<long long>(best_run.best_epoch), best.c_str());
+  }
+  if (common.group != nullptr) broadcast_model(model, *common.group);
   EvalOptions eo;
-  eo.batch_size = cfg.batch_size;  // the planned buffers
+  eo.replicas = common.group;
+  eo.batch_size = (cfg.batch_size + common.ranks() - 1) / common.ranks();  // the planned buffers
   eo.flip = cfg.tta == 1;
   eo.shift = cfg.tta_shift;
   print_views(eo);
@@ -441,7 +476,7 @@ int train_command(Config cfg, const std::vector<std::string>& given, const Commo
   json t = evaluation_json(test);
   t["checkpoint"] = best;
   t["best_epoch"] = best_run.best_epoch;
-  recorder.write(&t);
+  if (common.lead()) recorder.write(&t);
   std::printf("\nwrote %s/{best.mrm,last.mrm,metrics.json,curves.csv,curves.svg}\n", out.c_str());
   return 0;
 }
@@ -601,6 +636,29 @@ int main(int argc, char** argv) {
   // instead of killing the program mid-save.
   std::signal(SIGXFSZ, SIG_IGN);
   Common common;
+#ifdef MINIRES_FMNIST_MPI
+  // Started by mpirun: every rank runs this program; rank 0 prints and writes --out.
+  std::optional<mpi::Environment> mpi_env;
+  std::optional<mpi::Communicator> world;
+  if (mpi::launched_by_mpirun()) {
+    try {
+      mpi_env.emplace(argc, argv);
+      world.emplace();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "fmnist: %s\n", e.what());
+      return 1;
+    }
+    if (world->size() > 1) common.group = &*world;
+    if (world->rank() != 0 && std::freopen("/dev/null", "w", stdout) == nullptr) return 1;
+  }
+  // A rank that fails ends the whole job, so that the others do not wait for it.
+  const auto fail = [&](int code) {
+    if (world && world->size() > 1) world->abort(code);
+    return code;
+  };
+#else
+  const auto fail = [](int code) { return code; };
+#endif
   if (argc > 0 && argv[0] != nullptr && std::strchr(argv[0], '/') != nullptr)
     common.program = shell_quoted(argv[0]);
   common.command_line = common.program;
@@ -730,6 +788,10 @@ int main(int argc, char** argv) {
   train->add_flag("--resume", resume,
                   "Continue the run saved in --out (its last complete epoch) with its stored "
                   "settings; --epochs may extend it, other settings must agree with it");
+  train->add_flag("--sync-bn", common.sync_bn,
+                  "Under mpirun: BatchNorm uses the statistics of the whole global batch, summed "
+                  "over the ranks (synchronised BatchNorm), so N ranks train as one process; "
+                  "default: each rank's own shard");
   train->add_flag("--overwrite", overwrite,
                   "Start a new run in an --out that holds an earlier run, deleting that run's "
                   "checkpoints, metrics and curves");
@@ -789,10 +851,10 @@ int main(int argc, char** argv) {
     if (*predict_cmd) return predict_command(model_file, images, count, common);
   } catch (const minires::Error& e) {
     std::fprintf(stderr, "fmnist: %s\n", e.what());
-    return 1;
+    return fail(1);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "fmnist: %s\n", e.what());
-    return 1;
+    return fail(1);
   }
   return 0;
 }

@@ -382,6 +382,16 @@ class Model {
   // True when node n is a ReLU that runs fused into its input's layer (valid after plan()).
   bool is_fused(Node n) const { return node(n).fused_into >= 0; }
   index_t planned_batch() const noexcept { return planned_batch_; }
+
+  // Synchronised batch statistics in data-parallel training: every layer that normalises with
+  // batch statistics (Layer::set_statistics_group) uses those of the batch split over `group`
+  // in Mode::Train; null turns it off. Returns how many layers took it.
+  int set_statistics_group(Collective* group) {
+    int n = 0;
+    for (auto& node : nodes_)
+      if (node.layer && node.layer->set_statistics_group(group)) ++n;
+    return n;
+  }
   // Bytes held by the activations and by their gradients (0 until a backward pass is asked
   // for), at their planned capacity.
   std::size_t activation_bytes() const noexcept { return buffer_bytes(&NodeData::y); }

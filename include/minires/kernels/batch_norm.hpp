@@ -192,4 +192,103 @@ void batch_norm_backward(const T* x, const T* dy, const BatchNormDims& d, const 
   });
 }
 
+// ---- Statistics over a group of processes (synchronised BatchNorm) ---------------------------
+//
+// Data-parallel training splits a batch over several processes. With statistics synchronised,
+// every process normalises with the statistics of the whole batch, and the backward uses the
+// whole batch's sums, so N processes compute what one process would on the concatenated batch.
+// The computation is the one above, split into phases with a sum over the group between them:
+// reduce(v, n) sums the n doubles at v over all processes, in place (every process calls it
+// in the same order). Channels are visited in passes over the whole tensor instead of one
+// channel at a time, so these paths are used only when a group is set.
+
+// Training forward over a group: as batch_norm_forward_train with the mean and variance of the
+// group's batch. Returns the group's values per channel (m). sums: 2 * channels + 1 doubles.
+template <class T, class Reduce>
+double batch_norm_forward_train_group(const T* x, const BatchNormDims& d, const T* gamma,
+                                      const T* beta, double epsilon, T* y, double* mean,
+                                      double* var, double* rstd, bool relu, double* sums,
+                                      Reduce&& reduce) {
+  using detail::ConstArrayMap;
+  const index_t C = d.channels;
+  detail::for_channels(d, [&](index_t c) {
+    double sum_x = 0.0;
+    detail::for_channel_runs(d, c, [&](index_t off, index_t len) {
+      sum_x += static_cast<double>(ConstArrayMap<T>(x + off, len).sum());
+    });
+    sums[c] = sum_x;
+  });
+  sums[C] = static_cast<double>(d.count());
+  reduce(sums, C + 1);
+  const double m = sums[C];
+  for (index_t c = 0; c < C; ++c) mean[c] = static_cast<double>(static_cast<T>(sums[c] / m));
+  detail::for_channels(d, [&](index_t c) {  // deviations from the rounded mean mu_t
+    const T mu_t = static_cast<T>(mean[c]);
+    double sum_e = 0.0, sum_e2 = 0.0;
+    detail::for_channel_runs(d, c, [&](index_t off, index_t len) {
+      const auto e = ConstArrayMap<T>(x + off, len) - mu_t;
+      sum_e += static_cast<double>(e.sum());
+      sum_e2 += static_cast<double>(e.square().sum());
+    });
+    sums[c] = sum_e;
+    sums[C + c] = sum_e2;
+  });
+  reduce(sums, 2 * C);
+  detail::for_channels(d, [&](index_t c) {
+    const T mu_t = static_cast<T>(mean[c]);
+    const double sum_e = sums[c], sum_e2 = sums[C + c];
+    const double mu = static_cast<double>(mu_t) + sum_e / m;
+    const double v = std::max(0.0, sum_e2 / m - (sum_e / m) * (sum_e / m));
+    const double r = 1.0 / std::sqrt(v + epsilon);
+    mean[c] = mu;
+    var[c] = v;
+    rstd[c] = r;
+    detail::channel_affine(x, d, c, mu_t, static_cast<T>(gamma[c] * r),
+                           static_cast<T>(beta[c] + gamma[c] * r * (mu_t - mu)), y, relu);
+  });
+  return m;
+}
+
+// Backward of batch_norm_forward_train_group (m: what it returned): dgamma and dbeta get this
+// process's sums only (the gradients are summed over the group afterwards, with the others);
+// dx uses the group's. sums: 2 * channels doubles.
+template <class T, class Reduce>
+void batch_norm_backward_group(const T* x, const T* dy, const BatchNormDims& d, const T* gamma,
+                               const double* mean, const double* rstd, double m, T* dx, T* dgamma,
+                               T* dbeta, const T* z, bool relu, double* sums, Reduce&& reduce) {
+  using detail::ArrayMap;
+  using detail::ConstArrayMap;
+  const index_t C = d.channels;
+  detail::for_channels(d, [&](index_t c) {
+    const T mu_t = static_cast<T>(mean[c]);
+    double sum_dy = 0.0, sum_dy_xc = 0.0;
+    alignas(64) T buf[detail::bn_segment];
+    detail::for_channel_runs(d, c, [&](index_t off, index_t len) {
+      const auto g = ConstArrayMap<T>(detail::run_grad(dy, z, relu, off, len, buf), len);
+      sum_dy += static_cast<double>(g.sum());
+      sum_dy_xc += static_cast<double>((g * (ConstArrayMap<T>(x + off, len) - mu_t)).sum());
+    });
+    dbeta[c] += static_cast<T>(sum_dy);
+    dgamma[c] += static_cast<T>(rstd[c] * (sum_dy_xc + (mu_t - mean[c]) * sum_dy));
+    sums[c] = sum_dy;
+    sums[C + c] = sum_dy_xc;
+  });
+  reduce(sums, 2 * C);
+  if (dx == nullptr) return;
+  detail::for_channels(d, [&](index_t c) {
+    const T mu_t = static_cast<T>(mean[c]);
+    const double r = rstd[c], sum_dy = sums[c];
+    const double sum_dy_xhat = r * (sums[C + c] + (mu_t - mean[c]) * sum_dy);
+    const double a = static_cast<double>(gamma[c]) * r;
+    const double b = -a * r * sum_dy_xhat / m;
+    const double k = -a * sum_dy / m + b * (mu_t - mean[c]);
+    const T at = static_cast<T>(a), bt = static_cast<T>(b), kt = static_cast<T>(k);
+    alignas(64) T buf[detail::bn_segment];
+    detail::for_channel_runs(d, c, [&](index_t off, index_t len) {
+      const auto g = ConstArrayMap<T>(detail::run_grad(dy, z, relu, off, len, buf), len);
+      ArrayMap<T>(dx + off, len) += at * g + bt * (ConstArrayMap<T>(x + off, len) - mu_t) + kt;
+    });
+  });
+}
+
 }  // namespace minires::kernels

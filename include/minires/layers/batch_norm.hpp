@@ -9,6 +9,9 @@
 //   averaging:    (set_averaging(true), for recompute_batch_norm_statistics) Mode::Train sets the
 //                 moving statistics to the plain average of the k batch statistics seen since:
 //                 moving = (k−1)/k·moving + 1/k·batch  instead of the momentum average
+//   group:        (set_statistics_group, synchronised BatchNorm in data-parallel training) the
+//                 batch statistics and the backward's sums are those of the whole batch, split
+//                 over the processes of a Collective: N processes compute what one would
 //
 // Defaults as Keras 2.0.0–2.1.3: momentum 0.99, ε 1e-3, γ = 1, β = 0, moving mean 0, moving
 // variance 1; the moving variance is fed the biased batch variance (Keras 2.1.4+ and PyTorch
@@ -23,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "minires/core/collective.hpp"
 #include "minires/kernels/batch_norm.hpp"
 #include "minires/layers/unary_layer.hpp"
 
@@ -98,6 +102,7 @@ class BatchNorm : public UnaryLayer<T> {
       reset_state();
     }
     for (Tensor<double>* t : {&mean_, &var_, &rstd_}) t->resize(Shape{c});
+    group_sums_.resize(Shape{2 * c + 1});
     has_forward_ = false;
   }
 
@@ -122,6 +127,15 @@ class BatchNorm : public UnaryLayer<T> {
     return true;
   }
 
+  // Synchronised BatchNorm: while a group is set, Mode::Train uses the statistics of the batch
+  // of the whole group (every process calls forward and backward in step). null: this
+  // process's batch only (the default).
+  bool set_statistics_group(Collective* group) override {
+    group_ = group;
+    return true;
+  }
+  Collective* statistics_group() const noexcept { return group_; }
+
   bool can_fuse_relu() const override { return true; }
   void set_fused_relu(bool on) override { fused_relu_ = on; }
   bool fused_relu() const override { return fused_relu_; }
@@ -144,10 +158,16 @@ class BatchNorm : public UnaryLayer<T> {
   void forward(Span<const Tensor<T>* const> x, Tensor<T>& y, Mode mode) override {
     const Tensor<T>& in = this->forward_input(x, y);
     const auto d = dims(in.shape());
-    if (mode == Mode::Train) {
+    if (mode == Mode::Train && group_ != nullptr) {
+      group_count_ = kernels::batch_norm_forward_train_group(
+          in.data(), d, gamma.data(), beta.data(), options_.epsilon, y.data(), mean_.data(),
+          var_.data(), rstd_.data(), fused_relu_, group_sums_.data(), group_reduce());
+    } else if (mode == Mode::Train) {
       kernels::batch_norm_forward_train(in.data(), d, gamma.data(), beta.data(), options_.epsilon,
                                         y.data(), mean_.data(), var_.data(), rstd_.data(),
                                         fused_relu_);
+    }
+    if (mode == Mode::Train) {
       double momentum = options_.momentum;
       if (averaging_) {
         momentum = static_cast<double>(averaged_) / static_cast<double>(averaged_ + 1);
@@ -179,6 +199,13 @@ class BatchNorm : public UnaryLayer<T> {
           "setup()");
     }
     const Tensor<T>& in = *x[0];
+    if (last_mode_ == Mode::Train && group_ != nullptr) {
+      kernels::batch_norm_backward_group(
+          in.data(), dy.data(), dims(in.shape()), gamma.data(), mean_.data(), rstd_.data(),
+          group_count_, dx0 != nullptr ? dx0->data() : nullptr, dgamma.data(), dbeta.data(),
+          y.data(), fused_relu_, group_sums_.data(), group_reduce());
+      return;
+    }
     kernels::batch_norm_backward(in.data(), dy.data(), dims(in.shape()), gamma.data(), mean_.data(),
                                  rstd_.data(), last_mode_ == Mode::Train,
                                  dx0 != nullptr ? dx0->data() : nullptr, dgamma.data(),
@@ -197,6 +224,10 @@ class BatchNorm : public UnaryLayer<T> {
     return {s[0], s[1], s.rank() == 4 ? s[2] * s[3] : 1};
   }
 
+  auto group_reduce() {
+    return [this](double* v, index_t n) { group_->sum(v, n); };
+  }
+
   void reset_state() {
     gamma.fill(T(1));
     beta.fill(T(0));
@@ -206,6 +237,9 @@ class BatchNorm : public UnaryLayer<T> {
 
   BatchNormOptions options_;
   Tensor<double> mean_, var_, rstd_;  // per channel, cached by forward for backward
+  Collective* group_ = nullptr;       // synchronised statistics (set_statistics_group)
+  Tensor<double> group_sums_;         // the group's sums, 2C + 1
+  double group_count_ = 0;            // values per channel in the group's batch
   bool fused_relu_ = false;
   bool averaging_ = false;
   index_t averaged_ = 0;  // batches averaged since set_averaging

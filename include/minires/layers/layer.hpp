@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "minires/core/collective.hpp"
 #include "minires/core/error.hpp"
 #include "minires/core/rng.hpp"
 #include "minires/core/shape.hpp"
@@ -118,6 +119,11 @@ class Layer {
   // on (PreciseBN: recompute_batch_norm_statistics). Returns false, and does nothing, for a
   // layer without such statistics.
   virtual bool set_statistics_averaging(bool /*on*/) { return false; }
+
+  // Layers that normalise with batch statistics (BatchNorm): while `group` is set, Mode::Train
+  // uses the statistics of the batch split over the group's processes (synchronised
+  // BatchNorm; core/collective.hpp). Returns false, and does nothing, for other layers.
+  virtual bool set_statistics_group(Collective* /*group*/) { return false; }
 
   // Number of trainable scalars.
   index_t param_count() {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "minires/core/collective.hpp"
 #include "minires/core/error.hpp"
 #include "minires/core/parallel.hpp"
 #include "minires/core/tensor.hpp"
@@ -31,6 +32,10 @@ struct EvalOptions {
   // and right (the edge pixels repeated into the vacated border), averaging the probabilities
   // of all views: 5 views, or 10 with flip. 0: no shifted views.
   index_t shift = 0;
+  // Data-parallel evaluation: every process of the group calls evaluate() with the same model
+  // and data, evaluates its own contiguous share of the samples, and all receive the result
+  // for the whole data set (losses, counts and the confusion matrix summed over the group).
+  Collective* replicas = nullptr;
 };
 
 struct EvalResult {
@@ -143,6 +148,9 @@ EvalResult evaluate(Model<T>& model, const Dataset<T>& data, const EvalOptions& 
   const std::vector<detail::View> views = detail::eval_views(options);
   const index_t n = data.size(), k = data.num_classes();
   const index_t bs = std::max<index_t>(1, std::min(options.batch_size, n));
+  Collective* group = options.replicas;
+  const index_t first = group != nullptr ? n * group->rank() / group->size() : 0;
+  const index_t last = group != nullptr ? n * (group->rank() + 1) / group->size() : n;
   Tensor<T> x(Model<T>::batch_shape(sample, bs)), view, probs, view_probs;
   std::vector<std::int32_t> labels(static_cast<std::size_t>(bs));
   std::vector<index_t> idx(static_cast<std::size_t>(bs));
@@ -152,8 +160,8 @@ EvalResult evaluate(Model<T>& model, const Dataset<T>& data, const EvalOptions& 
   r.confusion.assign(static_cast<std::size_t>(k * k), 0);
   double loss_sum = 0;
   index_t correct = 0;
-  for (index_t start = 0; start < n; start += bs) {
-    const index_t m = std::min(bs, n - start);
+  for (index_t start = first; start < last; start += bs) {
+    const index_t m = std::min(bs, last - start);
     x.resize(Model<T>::batch_shape(sample, m));
     std::iota(idx.begin(), idx.begin() + m, start);
     data.get(Span<const index_t>(idx.data(), static_cast<std::size_t>(m)), x, labels.data(),
@@ -185,6 +193,18 @@ EvalResult evaluate(Model<T>& model, const Dataset<T>& data, const EvalOptions& 
       correct += pred == truth;
       ++r.confusion[static_cast<std::size_t>(truth * k + pred)];
     }
+  }
+  if (group != nullptr) {  // the whole data set's sums, in double (exact for the counts)
+    std::vector<double> sums(r.confusion.size() + 2);
+    sums[0] = loss_sum;
+    sums[1] = static_cast<double>(correct);
+    for (std::size_t i = 0; i < r.confusion.size(); ++i)
+      sums[i + 2] = static_cast<double>(r.confusion[i]);
+    group->sum(sums.data(), static_cast<index_t>(sums.size()));
+    loss_sum = sums[0];
+    correct = static_cast<index_t>(sums[1]);
+    for (std::size_t i = 0; i < r.confusion.size(); ++i)
+      r.confusion[i] = static_cast<index_t>(sums[i + 2]);
   }
   r.loss = n > 0 ? loss_sum / static_cast<double>(n) : 0.0;
   r.accuracy = n > 0 ? static_cast<double>(correct) / static_cast<double>(n) : 0.0;
