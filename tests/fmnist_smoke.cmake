@@ -48,6 +48,10 @@ run(FALSE "--warmup: expected an integer from 0 to 100000" ${FMNIST} train --war
 run(FALSE "--lr: expected a number above 0, at most 100, found '1e400'" ${FMNIST} train --lr 1e400)
 run(FALSE "--weight-decay: expected a number from 0 to 1, found 'nan'" ${FMNIST} train --weight-decay nan)
 run(FALSE "--resume.*--overwrite.*give one" ${FMNIST} train --resume --overwrite --out ${OUT}/x)
+run(FALSE "--time-budget: expected a duration such as 90s, 30m, 1h or 1h30m, found '10x'"
+    ${FMNIST} train --time-budget 10x --out ${OUT}/x)
+run(FALSE "--time-budget and --epochs both set the length: give one"
+    ${FMNIST} train --time-budget 30s --epochs 3 --out ${OUT}/x)
 run(FALSE "expected at most 1024 threads, found 100000 \\(from OMP_NUM_THREADS\\)"
     ${CMAKE_COMMAND} -E env OMP_NUM_THREADS=100000 ${FMNIST} train --data ${OUT}/no-such-dir --out ${OUT}/x)
 run(FALSE "load '/dev/zero': expected a regular file, found a character device"
@@ -101,6 +105,35 @@ foreach(f best.mrm last.mrm curves.csv curves.svg)
     message(FATAL_ERROR "fmnist train did not write ${OUT}/${f}")
   endif()
 endforeach()
+
+# A time budget: the run plans its epochs from the speed it measures, ends on time (the budget
+# covers everything from the start of the command) and writes complete outputs.
+file(REMOVE_RECURSE ${OUT}-budget)
+string(TIMESTAMP budget_start "%s")
+run(TRUE "time budget 25 s: [0-9]+ epochs of 16 steps at ~[0-9]+ images/s \\(measured\\).*test accuracy 0\\.[0-9]+"
+    ${FMNIST} train --model seed --limit 2000 --time-budget 25s --threads 2 --data ${SUBSET_DATA}
+    --out ${OUT}-budget)
+string(TIMESTAMP budget_end "%s")
+math(EXPR budget_took "${budget_end} - ${budget_start}")
+if(budget_took GREATER 28)
+  message(FATAL_ERROR "a 25 s time budget took ${budget_took} s")
+endif()
+file(READ ${OUT}-budget/metrics.json budget_metrics)
+string(JSON budget_seconds GET "${budget_metrics}" time_budget seconds)
+string(JSON budget_epochs GET "${budget_metrics}" time_budget epochs)
+string(JSON config_epochs GET "${budget_metrics}" config epochs)
+string(JSON run_epochs LENGTH "${budget_metrics}" epochs)
+if(NOT budget_seconds EQUAL 25 OR NOT budget_epochs EQUAL run_epochs
+   OR NOT config_epochs EQUAL run_epochs)
+  message(FATAL_ERROR "metrics.json: budget ${budget_seconds} s, ${budget_epochs} epochs planned, "
+                      "config epochs ${config_epochs}, ${run_epochs} run")
+endif()
+foreach(f best.mrm last.mrm curves.csv curves.svg)
+  if(NOT EXISTS ${OUT}-budget/${f})
+    message(FATAL_ERROR "the time-budget run did not write ${OUT}-budget/${f}")
+  endif()
+endforeach()
+message(STATUS "a 25 s budget: ${run_epochs} epochs in ${budget_took} s")
 
 run(TRUE "test accuracy 0\\.[0-9]+" ${FMNIST} evaluate --model-file ${OUT}/best.mrm --data ${SUBSET_DATA})
 run(TRUE "test-time augmentation.*validation accuracy 0\\.[0-9]+.*test accuracy 0\\.[0-9]+"

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "../examples/fmnist/budget.hpp"
 #include "../examples/fmnist/config.hpp"
 
 using namespace minires;
@@ -135,4 +136,29 @@ TEST_CASE("strict number parsing for flags and metadata") {
   CHECK_FALSE(fmnist::parse_finite("inf", d));
   CHECK_FALSE(fmnist::parse_finite("nan", d));
   CHECK_FALSE(fmnist::parse_finite("0.1x", d));
+}
+
+TEST_CASE("fmnist --time-budget: durations, and the epochs that fit") {
+  using fmnist::parse_duration;
+  CHECK(parse_duration("90s") == 90);
+  CHECK(parse_duration("30m") == 1800);
+  CHECK(parse_duration("1h") == 3600);
+  CHECK(parse_duration("1h30m") == 5400);
+  CHECK(parse_duration("2.5m") == 150);
+  for (const char* bad : {"", "30", "m", "10x", "1.2.3s", "-5s", "5 s", "0s", "200h", "1h30"}) {
+    INFO(bad);
+    CHECK_THROWS_WITH(parse_duration(bad), Catch::Contains("--time-budget: expected a duration"));
+  }
+  CHECK(fmnist::format_duration(45) == "45 s");
+  CHECK(fmnist::format_duration(27 * 60) == "27.0 min");
+  CHECK(fmnist::format_duration(3900) == "1 h 05 min");
+  // 55000 training images at 1000/s, 5000 validation and 10000 x 2 test views at 4000/s.
+  const fmnist::RunCosts c = fmnist::run_costs(55000, 5000, 10000, 2, 0, 128, 1000, 4000);
+  CHECK(c.epoch_seconds == Approx(55 + 1.25 + 0.2));
+  CHECK(c.test_seconds == Approx(5));
+  // 30 minutes, 10 s gone: (1800 - 10 - 5 - 56) / 56.45 = 30.6 -> 30 epochs.
+  CHECK(fmnist::epochs_within(1800, 10, c, 1000) == 30);
+  CHECK(fmnist::epochs_within(1800, 10, c, 20) == 20);  // at most the limit
+  CHECK(fmnist::epochs_within(30, 10, c, 1000) == 1);   // at least one epoch
+  CHECK(fmnist::epochs_left(30, 10, c) == 0);
 }

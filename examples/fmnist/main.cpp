@@ -35,6 +35,7 @@
 #include <minires/distributed/mpi.hpp>
 #endif
 
+#include "budget.hpp"
 #include "config.hpp"
 #include "models.hpp"
 #include "report.hpp"
@@ -129,6 +130,11 @@ class Recorder : public Callback<float> {
 
   const std::vector<EpochStats>& history() const noexcept { return history_; }
 
+  // Replaces a field of metrics.json and of the checkpoints' metadata from the next write on
+  // (a time budget that shortens the run updates the configuration and the plan).
+  void set_field(const std::string& key, const json& value) { base_[key] = value; }
+  void set_extra(const std::string& key, const std::string& value) { extra_[key] = value; }
+
   // metrics.json (with the test evaluation when given), curves.csv, curves.svg.
   void write(const json* test) const {
     json m = base_;
@@ -177,6 +183,7 @@ struct Common {
   // Data-parallel training (started by mpirun): the ranks; rank 0 prints and writes --out.
   Collective* group = nullptr;
   bool sync_bn = false;
+  std::string time_budget;  // --time-budget as given ("" if not)
   bool lead() const { return group == nullptr || group->rank() == 0; }
   int ranks() const { return group != nullptr ? group->size() : 1; }
 };
@@ -303,11 +310,137 @@ std::string resume_conflicts(const Config& given_cfg, const std::vector<std::str
   return conflicts;
 }
 
+// ---- Time budget (budget.hpp) ---------------------------------------------------------------
+
+// Training and evaluation speed of this model on this machine, global images per second: a
+// scratch copy of the model (the run's own model and data order are not touched) trains a few
+// batches of the run's per-rank size after two warm-up steps, then evaluates a few. With ranks,
+// every rank measures its own and all use rank 0's figures, so all plan the same epochs.
+struct Speeds {
+  double train = 0, eval = 0;
+};
+Speeds measure_speeds(const Config& cfg, const FashionMnistSplit<float>& split, const Common& c) {
+  using clock = std::chrono::steady_clock;
+  const index_t shard = (cfg.batch_size + c.ranks() - 1) / c.ranks();
+  const index_t bs = std::max<index_t>(1, std::min(shard, split.train.size()));
+  Model<float> m = fmnist::build_model<float>(cfg.model);
+  m.init(cfg.seed + 1);
+  auto optimizer = make_optimizer(cfg);
+  optimizer->attach(m.params());
+  SoftmaxCrossEntropy<float> loss;
+  Tensor<float> x(Model<float>::batch_shape(split.train.sample_shape(), bs));
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(bs));
+  std::vector<index_t> idx(static_cast<std::size_t>(bs));
+  Rng rng(cfg.seed + 2);
+  const auto batch_of = [&](const Dataset<float>& d, index_t b) {
+    for (index_t i = 0; i < bs; ++i) idx[static_cast<std::size_t>(i)] = (b * bs + i) % d.size();
+    d.get(Span<const index_t>(idx.data(), idx.size()), x, labels.data(),
+          cfg.augment != 0 ? &rng : nullptr);
+  };
+  const auto step = [&](index_t b) {
+    batch_of(split.train, b);
+    m.zero_grad();
+    loss.forward(m.forward(x, Mode::Train), Span<const std::int32_t>(labels.data(), labels.size()));
+    m.backward(loss);
+    optimizer->step();
+  };
+  for (index_t b = 0; b < 2; ++b) step(b);  // warm-up: first-touch of every buffer
+  auto t0 = clock::now();
+  index_t steps = 0;
+  double seconds = 0;
+  while (steps < 4 || (steps < 20 && seconds < 2.0)) {
+    step(2 + steps++);
+    seconds = std::chrono::duration<double>(clock::now() - t0).count();
+  }
+  Speeds s;
+  s.train = static_cast<double>(steps * bs * c.ranks()) / seconds;
+  const Dataset<float>& eval_set = split.validation.size() > 0 ? split.validation : split.train;
+  batch_of(eval_set, 0);
+  m.forward(x, Mode::Infer);  // warm-up
+  t0 = clock::now();
+  for (index_t b = 1; b <= 4; ++b) {
+    batch_of(eval_set, b);
+    m.forward(x, Mode::Infer);
+  }
+  seconds = std::chrono::duration<double>(clock::now() - t0).count();
+  s.eval = static_cast<double>(4 * bs * c.ranks()) / seconds;
+  if (c.group != nullptr) {
+    double v[2] = {s.train, s.eval};
+    c.group->broadcast(v, 2, 0);
+    s = {v[0], v[1]};
+  }
+  return s;
+}
+
+// After each epoch (on rank 0), checks that the rest of the run still ends within the budget
+// at the speed of the epoch just done; if not, asks fit() to stop and says how many epochs fit.
+class BudgetGuard : public Callback<float> {
+ public:
+  using clock = std::chrono::steady_clock;
+  BudgetGuard(double budget, clock::time_point start, index_t epochs, double test_seconds)
+      : budget_(budget), start_(start), epochs_(epochs), test_seconds_(test_seconds) {
+    last_ = clock::now();
+  }
+  void on_epoch_begin(index_t) override {
+    if (!started_) last_ = clock::now();
+    started_ = true;
+  }
+  bool on_epoch_end(const EpochStats& s, Model<float>&, Optimizer<float>&) override {
+    const auto now = clock::now();
+    const double epoch_wall = std::chrono::duration<double>(now - last_).count();
+    last_ = now;
+    const double elapsed = std::chrono::duration<double>(now - start_).count();
+    if (s.epoch >= epochs_) return true;
+    const double projected =
+        elapsed + static_cast<double>(epochs_ - s.epoch) * epoch_wall + test_seconds_;
+    if (projected <= budget_) return true;
+    // The epochs that still fit at this speed, with the test and the margin.
+    const fmnist::RunCosts at_this_speed{epoch_wall, test_seconds_};
+    const index_t shortened =
+        std::min(epochs_, s.epoch + fmnist::epochs_left(budget_, elapsed, at_this_speed));
+    std::printf(
+        "time budget: epoch %lld took %s (with validation); %lld more would end after %s of "
+        "the %s budget: shortening the run to %lld epochs (the learning-rate schedule is "
+        "recomputed for %lld epochs from here)\n",
+        static_cast<long long>(s.epoch), fmnist::format_duration(epoch_wall).c_str(),
+        static_cast<long long>(epochs_ - s.epoch), fmnist::format_duration(projected).c_str(),
+        fmnist::format_duration(budget_).c_str(), static_cast<long long>(shortened),
+        static_cast<long long>(shortened));
+    std::fflush(stdout);
+    epochs_ = shortened;
+    shortened_at_.push_back(s.epoch);
+    return false;
+  }
+  index_t epochs() const noexcept { return epochs_; }
+  const std::vector<index_t>& shortened_at() const noexcept { return shortened_at_; }
+
+ private:
+  double budget_;
+  clock::time_point start_, last_;
+  index_t epochs_;
+  double test_seconds_;
+  bool started_ = false;
+  std::vector<index_t> shortened_at_;
+};
+
 // `given`: the config keys set on the command line; `epochs_given`: --epochs was one of them.
 int train_command(Config cfg, const std::vector<std::string>& given, const Common& common,
                   const std::string& out, bool resume, bool overwrite) {
+  const auto started = std::chrono::steady_clock::now();  // the time budget's clock
   if (resume && overwrite)
     throw ValueError("--resume continues the run in --out and --overwrite replaces it: give one");
+  const bool epochs_given = std::find(given.begin(), given.end(), "epochs") != given.end();
+  // The time budget: given, or 30 minutes for the ResNet when --epochs is not; never when
+  // resuming (the run continues with its stored epochs).
+  double budget = 0;
+  if (!common.time_budget.empty()) {
+    if (resume)
+      throw ValueError("--time-budget: a resumed run continues with its stored epochs; drop it");
+    if (epochs_given) throw ValueError("--time-budget and --epochs both set the length: give one");
+    budget = fmnist::parse_duration(common.time_budget);
+  } else if (!resume && !epochs_given && cfg.model == "resnet") {
+    budget = 30 * 60;
+  }
   std::signal(SIGINT, on_sigint);  // from here on Ctrl-C stops cleanly, also while loading
   apply_threads(common);
   const std::string last = out + "/last.mrm", best = out + "/best.mrm";
@@ -334,7 +467,6 @@ int train_command(Config cfg, const std::vector<std::string>& given, const Commo
                        "another --out (or --overwrite)");
     }
     const index_t epochs = cfg.epochs;
-    const bool epochs_given = std::find(given.begin(), given.end(), "epochs") != given.end();
     cfg = stored.config;
     if (epochs_given) {
       if (epochs < stored.epoch) {
@@ -394,6 +526,38 @@ int train_command(Config cfg, const std::vector<std::string>& given, const Commo
                 cfg.epochs != stored.config.epochs ? " (--epochs extends the run)" : "");
   }
 
+  // With a time budget: the epochs that fit, from the speed measured now.
+  json budget_json = nullptr;
+  double test_seconds = 0;
+  if (budget > 0) {
+    const Speeds speed = measure_speeds(cfg, split, common);
+    const index_t views = (cfg.tta == 1 ? 2 : 1) * (cfg.tta_shift > 0 ? 5 : 1);
+    const fmnist::RunCosts costs =
+        fmnist::run_costs(split.train.size(), split.validation.size(), split.test.size(), views,
+                          cfg.precise_bn, cfg.batch_size, speed.train, speed.eval);
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    cfg.epochs = fmnist::epochs_within(budget, elapsed, costs, Limits::max_epochs);
+    test_seconds = costs.test_seconds;
+    const double total =
+        elapsed + static_cast<double>(cfg.epochs) * costs.epoch_seconds + costs.test_seconds;
+    std::printf(
+        "time budget %s: %lld epochs of %lld steps at ~%.0f images/s (measured): ~%s per epoch "
+        "with validation, ~%s of test; ends in ~%s (%s so far)%s\n",
+        fmnist::format_duration(budget).c_str(), static_cast<long long>(cfg.epochs),
+        static_cast<long long>(steps), speed.train,
+        fmnist::format_duration(costs.epoch_seconds).c_str(),
+        fmnist::format_duration(costs.test_seconds).c_str(), fmnist::format_duration(total).c_str(),
+        fmnist::format_duration(elapsed).c_str(),
+        total > budget ? " (one epoch is the least a run trains: over budget)" : "");
+    budget_json = {{"seconds", budget},
+                   {"measured_train_images_per_second", speed.train},
+                   {"measured_eval_images_per_second", speed.eval},
+                   {"planned_epochs", cfg.epochs},
+                   {"epochs", cfg.epochs},
+                   {"shortened_after_epochs", json::array()}};
+  }
+
   FitOptions fo;
   fo.epochs = cfg.epochs;
   fo.batch_size = cfg.batch_size;
@@ -418,6 +582,7 @@ int train_command(Config cfg, const std::vector<std::string>& given, const Commo
       {"threads", num_threads()},
       {"ranks", common.ranks()},
       {"sync_bn", common.sync_bn},
+      {"time_budget", budget_json},
       {"parameters",
        {{"trainable", model.trainable_count()}, {"non_trainable", model.non_trainable_count()}}},
       {"data",
@@ -433,7 +598,29 @@ int train_command(Config cfg, const std::vector<std::string>& given, const Commo
 
   fo.validation = split.validation;
   fo.callbacks = {progress, recorder, checkpoint};  // fit() runs them on rank 0 only
-  const History h = fit(model, loss, *optimizer, split.train, fo);
+  BudgetGuard guard(budget, started, cfg.epochs, test_seconds);
+  if (budget > 0) fo.callbacks.push_back(guard);
+  History h = fit(model, loss, *optimizer, split.train, fo);
+  bool any_epoch = !h.epochs.empty();
+  // A budget guard that stopped the run: continue with the fewer epochs that still fit (the
+  // same count on every rank: rank 0's).
+  while (budget > 0 && h.stopped_early && !h.interrupted && !h.epochs.empty()) {
+    double epochs = static_cast<double>(guard.epochs());
+    if (common.group != nullptr) common.group->broadcast(&epochs, 1, 0);
+    const index_t done = h.epochs.back().epoch;
+    cfg.epochs = static_cast<index_t>(epochs);
+    budget_json["epochs"] = cfg.epochs;
+    budget_json["shortened_after_epochs"] = guard.shortened_at();
+    recorder.set_field("time_budget", budget_json);
+    recorder.set_field("config", cfg.to_json());
+    recorder.set_extra("config", cfg.to_json().dump());
+    if (cfg.epochs <= done) break;
+    fo.epochs = cfg.epochs;
+    fo.initial_epoch = done;
+    fo.schedule = make_schedule(cfg, steps);
+    h = fit(model, loss, *optimizer, split.train, fo);
+    any_epoch = any_epoch || !h.epochs.empty();
+  }
   std::signal(SIGINT, SIG_DFL);
   fmnist::print_epoch_table(stdout, recorder.history());
   if (h.interrupted || g_interrupted.load()) {
@@ -449,7 +636,7 @@ int train_command(Config cfg, const std::vector<std::string>& given, const Commo
     }
     return 130;
   }
-  if ((h.epochs.empty() && history.empty()) || (common.lead() && !fs::exists(best, ec)))
+  if ((!any_epoch && history.empty()) || (common.lead() && !fs::exists(best, ec)))
     throw Error("training ran no epoch: nothing to evaluate (epochs " + std::to_string(cfg.epochs) +
                 ")");
 
@@ -685,8 +872,15 @@ int main(int argc, char** argv) {
                                      ->check(CLI::IsMember(fmnist::model_names()))
                                      ->capture_default_str());
   settings.emplace_back(
-      "epochs", train->add_option("--epochs", cfg.epochs, "Epochs (default: 20 seed, 40 resnet)")
-                    ->check(in_range<index_t>(1, Limits::max_epochs)));
+      "epochs",
+      train
+          ->add_option("--epochs", cfg.epochs,
+                       "Epochs (default: 20 seed; resnet: as many as fit in --time-budget)")
+          ->check(in_range<index_t>(1, Limits::max_epochs)));
+  train->add_option("--time-budget", common.time_budget,
+                    "Train as many epochs as fit, with validation and the final test, in this "
+                    "time (90s, 30m, 1h, 1h30m), measured on this machine; the learning-rate "
+                    "schedule spans them (default: 30m for resnet unless --epochs is given)");
   settings.emplace_back(
       "batch_size", train->add_option("--batch-size", cfg.batch_size, "Batch size (default 128)")
                         ->check(in_range<index_t>(1, Limits::max_batch_size)));
