@@ -123,6 +123,8 @@ string(JSON budget_seconds GET "${budget_metrics}" time_budget seconds)
 string(JSON budget_epochs GET "${budget_metrics}" time_budget epochs)
 string(JSON config_epochs GET "${budget_metrics}" config epochs)
 string(JSON run_epochs LENGTH "${budget_metrics}" epochs)
+string(JSON budget_changes LENGTH "${budget_metrics}" time_budget changes)
+string(JSON budget_exact GET "${budget_metrics}" time_budget same_as_epochs_flag)
 if(NOT budget_seconds EQUAL 25 OR NOT budget_epochs EQUAL run_epochs
    OR NOT config_epochs EQUAL run_epochs)
   message(FATAL_ERROR "metrics.json: budget ${budget_seconds} s, ${budget_epochs} epochs planned, "
@@ -133,7 +135,8 @@ foreach(f best.mrm last.mrm curves.csv curves.svg)
     message(FATAL_ERROR "the time-budget run did not write ${OUT}-budget/${f}")
   endif()
 endforeach()
-message(STATUS "a 25 s budget: ${run_epochs} epochs in ${budget_took} s")
+message(STATUS "a 25 s budget: ${run_epochs} epochs in ${budget_took} s, ${budget_changes} "
+               "change(s) of plan, the same as --epochs ${run_epochs}: ${budget_exact}")
 
 run(TRUE "test accuracy 0\\.[0-9]+" ${FMNIST} evaluate --model-file ${OUT}/best.mrm --data ${SUBSET_DATA})
 run(TRUE "test-time augmentation.*validation accuracy 0\\.[0-9]+.*test accuracy 0\\.[0-9]+"

@@ -162,3 +162,31 @@ TEST_CASE("fmnist --time-budget: durations, and the epochs that fit") {
   CHECK(fmnist::epochs_within(30, 10, c, 1000) == 1);   // at least one epoch
   CHECK(fmnist::epochs_left(30, 10, c) == 0);
 }
+
+TEST_CASE("fmnist --time-budget: the plan after each epoch") {
+  using fmnist::replan;
+  CHECK(fmnist::free_epochs("cosine", 1) == 1);
+  CHECK(fmnist::free_epochs("cosine", 0) == 0);  // its first epoch's rate depends on the length
+  CHECK(fmnist::free_epochs("constant", 0) == 1);
+  CHECK(fmnist::free_epochs("step", 0) == 1);
+  // 1800 s budget, 5 s of test, margin 56 s; epochs of 60 s.
+  const fmnist::RunCosts e60{60, 5};
+  // After the first (free) epoch the plan follows the speed both ways: 100 s gone,
+  // (1800 - 100 - 5 - 56) / 60 = 27.3 -> 1 + 27 = 28 epochs.
+  CHECK(replan(1800, 100, e60, 1, 19, 1, 1000) == 28);  // the calibration was too slow
+  CHECK(replan(1800, 100, e60, 1, 40, 1, 1000) == 28);  // ... or too fast
+  CHECK(replan(1800, 100, e60, 1, 28, 1, 1000) == 28);
+  CHECK(replan(1800, 100, e60, 1, 19, 1, 25) == 25);    // at most the limit
+  CHECK(replan(1800, 100, e60, 1, 1, 1, 1000) == 28);   // a one-epoch plan grows too
+  CHECK(replan(1800, 1790, e60, 1, 19, 1, 1000) == 1);  // nothing more fits: stop after it
+  // Without a free epoch, and after it, a plan never grows ...
+  CHECK(replan(1800, 100, e60, 1, 19, 0, 1000) == 19);
+  CHECK(replan(1800, 700, e60, 10, 19, 1, 1000) == 19);
+  // ... and shrinks only when the rest would end late: 10 epochs in 1000 s, 9 more of 60 s and
+  // the test end at 1545 s (kept); at 120 s an epoch they would end at 2085 s, so the run
+  // shrinks to the (1800 - 1000 - 5 - 56) / 120 = 6.2 -> 6 more that fit.
+  CHECK(replan(1800, 1000, e60, 10, 19, 1, 1000) == 19);
+  CHECK(replan(1800, 1000, {120, 5}, 10, 19, 1, 1000) == 16);
+  CHECK(replan(1800, 1790, {120, 5}, 10, 19, 1, 1000) == 10);  // never below the epochs done
+  CHECK(replan(1800, 1000, {120, 5}, 19, 19, 1, 1000) == 19);  // the last epoch: nothing left
+}

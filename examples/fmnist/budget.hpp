@@ -107,4 +107,27 @@ inline index_t epochs_within(double budget, double elapsed, const RunCosts& c, i
   return std::clamp<index_t>(epochs_left(budget, elapsed, c), 1, max_epochs);
 }
 
+// The epochs during which a run may re-plan its length both ways: the first, when its learning
+// rate does not depend on the length (a warm-up, a constant or a step schedule: a cosine decay
+// without warm-up already depends on it); none otherwise.
+inline index_t free_epochs(const std::string& schedule, index_t warmup_epochs) {
+  return schedule == "cosine" && warmup_epochs < 1 ? 0 : 1;
+}
+
+// The plan after an epoch: `done` epochs of `planned` took `elapsed` seconds of the budget, the
+// last of them `epoch_seconds` (with validation). Within the free epochs the plan becomes the
+// epochs that fit at that speed (at least `done`, at most max_epochs), so a run that only
+// changed there equals `--epochs N`; later it only shrinks, and only when the rest would end
+// after the budget.
+inline index_t replan(double budget, double elapsed, const RunCosts& at_this_speed, index_t done,
+                      index_t planned, index_t free, index_t max_epochs) {
+  const index_t fit = done + epochs_left(budget, elapsed, at_this_speed);
+  if (done <= free) return std::clamp(fit, std::max<index_t>(done, 1), std::max(max_epochs, done));
+  if (done >= planned) return planned;
+  const double projected = elapsed +
+                           static_cast<double>(planned - done) * at_this_speed.epoch_seconds +
+                           at_this_speed.test_seconds;
+  return projected <= budget ? planned : std::max(done, std::min(planned, fit));
+}
+
 }  // namespace fmnist

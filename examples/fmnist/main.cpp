@@ -372,13 +372,20 @@ Speeds measure_speeds(const Config& cfg, const FashionMnistSplit<float>& split, 
   return s;
 }
 
-// After each epoch (on rank 0), checks that the rest of the run still ends within the budget
-// at the speed of the epoch just done; if not, asks fit() to stop and says how many epochs fit.
+// After each epoch (on rank 0), re-plans the run at the speed of the epoch just done
+// (fmnist::replan: after the first epoch both ways, later only shorter). A change asks fit() to
+// stop; train_command continues with the new length.
 class BudgetGuard : public Callback<float> {
  public:
   using clock = std::chrono::steady_clock;
-  BudgetGuard(double budget, clock::time_point start, index_t epochs, double test_seconds)
-      : budget_(budget), start_(start), epochs_(epochs), test_seconds_(test_seconds) {
+  BudgetGuard(double budget, clock::time_point start, index_t epochs, double test_seconds,
+              index_t free_epochs, index_t max_epochs)
+      : budget_(budget),
+        start_(start),
+        epochs_(epochs),
+        test_seconds_(test_seconds),
+        free_epochs_(free_epochs),
+        max_epochs_(max_epochs) {
     last_ = clock::now();
   }
   void on_epoch_begin(index_t) override {
@@ -390,37 +397,47 @@ class BudgetGuard : public Callback<float> {
     const double epoch_wall = std::chrono::duration<double>(now - last_).count();
     last_ = now;
     const double elapsed = std::chrono::duration<double>(now - start_).count();
-    if (s.epoch >= epochs_) return true;
-    const double projected =
-        elapsed + static_cast<double>(epochs_ - s.epoch) * epoch_wall + test_seconds_;
-    if (projected <= budget_) return true;
-    // The epochs that still fit at this speed, with the test and the margin.
-    const fmnist::RunCosts at_this_speed{epoch_wall, test_seconds_};
-    const index_t shortened =
-        std::min(epochs_, s.epoch + fmnist::epochs_left(budget_, elapsed, at_this_speed));
-    std::printf(
-        "time budget: epoch %lld took %s (with validation); %lld more would end after %s of "
-        "the %s budget: shortening the run to %lld epochs (the learning-rate schedule is "
-        "recomputed for %lld epochs from here)\n",
-        static_cast<long long>(s.epoch), fmnist::format_duration(epoch_wall).c_str(),
-        static_cast<long long>(epochs_ - s.epoch), fmnist::format_duration(projected).c_str(),
-        fmnist::format_duration(budget_).c_str(), static_cast<long long>(shortened),
-        static_cast<long long>(shortened));
+    const index_t planned = epochs_;
+    epochs_ = fmnist::replan(budget_, elapsed, {epoch_wall, test_seconds_}, s.epoch, planned,
+                             free_epochs_, max_epochs_);
+    if (epochs_ == planned) return true;
+    if (epochs_ > planned || s.epoch <= free_epochs_) {
+      std::printf(
+          "time budget: epoch %lld took %s (with validation); re-planned at that speed: %lld "
+          "epochs instead of %lld (the learning rate so far is the same for either length)\n",
+          static_cast<long long>(s.epoch), fmnist::format_duration(epoch_wall).c_str(),
+          static_cast<long long>(epochs_), static_cast<long long>(planned));
+    } else {
+      std::printf(
+          "time budget: epoch %lld took %s (with validation); %lld more would end after the %s "
+          "budget: shortening the run to %lld epochs (the learning-rate schedule is recomputed "
+          "for %lld epochs from here)\n",
+          static_cast<long long>(s.epoch), fmnist::format_duration(epoch_wall).c_str(),
+          static_cast<long long>(planned - s.epoch), fmnist::format_duration(budget_).c_str(),
+          static_cast<long long>(epochs_), static_cast<long long>(epochs_));
+    }
     std::fflush(stdout);
-    epochs_ = shortened;
-    shortened_at_.push_back(s.epoch);
+    changes_.push_back({{"after_epoch", s.epoch}, {"from", planned}, {"to", epochs_}});
     return false;
   }
   index_t epochs() const noexcept { return epochs_; }
-  const std::vector<index_t>& shortened_at() const noexcept { return shortened_at_; }
+  // Each change of plan: {"after_epoch", "from", "to"}.
+  const json& changes() const noexcept { return changes_; }
+  // Whether `--epochs epochs()` repeats the run exactly: no change after the free epochs.
+  bool reproducible() const {
+    for (const auto& c : changes_)
+      if (c["after_epoch"].get<index_t>() > free_epochs_) return false;
+    return true;
+  }
 
  private:
   double budget_;
   clock::time_point start_, last_;
   index_t epochs_;
   double test_seconds_;
+  index_t free_epochs_, max_epochs_;
   bool started_ = false;
-  std::vector<index_t> shortened_at_;
+  json changes_ = json::array();
 };
 
 // `given`: the config keys set on the command line; `epochs_given`: --epochs was one of them.
@@ -555,7 +572,8 @@ int train_command(Config cfg, const std::vector<std::string>& given, const Commo
                    {"measured_eval_images_per_second", speed.eval},
                    {"planned_epochs", cfg.epochs},
                    {"epochs", cfg.epochs},
-                   {"shortened_after_epochs", json::array()}};
+                   {"changes", json::array()},
+                   {"same_as_epochs_flag", true}};
   }
 
   FitOptions fo;
@@ -598,19 +616,21 @@ int train_command(Config cfg, const std::vector<std::string>& given, const Commo
 
   fo.validation = split.validation;
   fo.callbacks = {progress, recorder, checkpoint};  // fit() runs them on rank 0 only
-  BudgetGuard guard(budget, started, cfg.epochs, test_seconds);
+  BudgetGuard guard(budget, started, cfg.epochs, test_seconds,
+                    fmnist::free_epochs(cfg.schedule, cfg.warmup_epochs), Limits::max_epochs);
   if (budget > 0) fo.callbacks.push_back(guard);
   History h = fit(model, loss, *optimizer, split.train, fo);
   bool any_epoch = !h.epochs.empty();
-  // A budget guard that stopped the run: continue with the fewer epochs that still fit (the
-  // same count on every rank: rank 0's).
+  // A budget guard that stopped the run: continue with the epochs that fit now (the same count
+  // on every rank: rank 0's).
   while (budget > 0 && h.stopped_early && !h.interrupted && !h.epochs.empty()) {
     double epochs = static_cast<double>(guard.epochs());
     if (common.group != nullptr) common.group->broadcast(&epochs, 1, 0);
     const index_t done = h.epochs.back().epoch;
     cfg.epochs = static_cast<index_t>(epochs);
     budget_json["epochs"] = cfg.epochs;
-    budget_json["shortened_after_epochs"] = guard.shortened_at();
+    budget_json["changes"] = guard.changes();
+    budget_json["same_as_epochs_flag"] = guard.reproducible();
     recorder.set_field("time_budget", budget_json);
     recorder.set_field("config", cfg.to_json());
     recorder.set_extra("config", cfg.to_json().dump());
