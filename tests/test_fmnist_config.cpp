@@ -15,9 +15,9 @@ namespace {
 
 // The metadata fmnist train writes after epoch 2 of a seed-model run.
 Metadata good_metadata() {
-  fmnist::Config c;
-  c.model = "seed";
-  c.apply_model_defaults();
+  fmnist::Settings given;
+  given.model = "seed";
+  const fmnist::Config c = given.resolve();
   fmnist::json history = fmnist::json::array();
   for (index_t e = 1; e <= 2; ++e) {
     EpochStats s;
@@ -113,7 +113,7 @@ TEST_CASE("checkpoints written before a field existed still read, with the old d
   m["config"] = c.dump();
   m["best_epoch"] = "0";  // what a resume wrote before the best epoch was carried over
   const fmnist::StoredRun run = fmnist::stored_run(m, "old.mrm");
-  CHECK(run.config.augment == 0);
+  CHECK(run.config.augment == fmnist::Augment::Off);
   CHECK(run.config.ema == 0.0);
   CHECK(run.best_epoch == 0);
 }
@@ -136,6 +136,39 @@ TEST_CASE("strict number parsing for flags and metadata") {
   CHECK_FALSE(fmnist::parse_finite("inf", d));
   CHECK_FALSE(fmnist::parse_finite("nan", d));
   CHECK_FALSE(fmnist::parse_finite("0.1x", d));
+}
+
+TEST_CASE("settings: the model's defaults, then what was given") {
+  fmnist::Settings s;
+  const fmnist::Config resnet = s.resolve();
+  CHECK(resnet.model == "resnet");
+  CHECK(resnet.optimizer == "sgd");
+  CHECK(resnet.augment == fmnist::Augment::On);
+  CHECK(resnet.tta);
+  CHECK(resnet.tta_shift == 1);
+  CHECK(s.to_json() == fmnist::json::object());  // nothing given
+  s.model = "seed";
+  const fmnist::Config seed = s.resolve();  // the notebook's settings
+  CHECK(seed.optimizer == "rmsprop");
+  CHECK(seed.lr == 1e-3);
+  CHECK(seed.schedule == "constant");
+  CHECK(seed.augment == fmnist::Augment::Off);
+  CHECK(!seed.standardize);
+  CHECK(!seed.tta);  // no test-time views for a model trained without flips
+  CHECK(seed.tta_shift == 0);
+  s.augment = fmnist::Augment::Flip;
+  s.lr = 0.01;
+  const fmnist::Config flips = s.resolve();
+  CHECK(flips.lr == 0.01);
+  CHECK(flips.tta);             // flips in training: mirror views in the test
+  CHECK(flips.tta_shift == 0);  // but no crops: no shifted views
+  s.tta = false;
+  CHECK(!s.resolve().tta);  // a given setting wins over what follows from another
+  CHECK(s.to_json() ==
+        fmnist::json{{"model", "seed"}, {"augment", "flip"}, {"lr", 0.01}, {"tta", false}});
+  // Every key of a complete configuration is a setting; to_json and config_from_json agree.
+  CHECK(fmnist::config_from_json(flips.to_json(), "").to_json() == flips.to_json());
+  CHECK(flips.to_json().size() == 18);
 }
 
 TEST_CASE("fmnist --time-budget: durations, and the epochs that fit") {
@@ -171,14 +204,17 @@ TEST_CASE("fmnist --time-budget: the plan after each epoch") {
   CHECK(fmnist::free_epochs("step", 0) == 1);
   // 1800 s budget, 5 s of test, margin 56 s; epochs of 60 s.
   const fmnist::RunCosts e60{60, 5};
-  // After the first (free) epoch the plan follows the speed both ways: 100 s gone,
-  // (1800 - 100 - 5 - 56) / 60 = 27.3 -> 1 + 27 = 28 epochs.
-  CHECK(replan(1800, 100, e60, 1, 19, 1, 1000) == 28);  // the calibration was too slow
-  CHECK(replan(1800, 100, e60, 1, 40, 1, 1000) == 28);  // ... or too fast
-  CHECK(replan(1800, 100, e60, 1, 28, 1, 1000) == 28);
-  CHECK(replan(1800, 100, e60, 1, 19, 1, 25) == 25);    // at most the limit
-  CHECK(replan(1800, 100, e60, 1, 1, 1, 1000) == 28);   // a one-epoch plan grows too
+  // After the first (free) epoch the plan follows the speed both ways, keeping 10% of each
+  // epoch's time free: 100 s gone, (1800 - 100 - 5 - 56) / 66 = 24.8 -> 1 + 24 = 25 epochs.
+  CHECK(replan(1800, 100, e60, 1, 19, 1, 1000) == 25);  // the calibration was too slow
+  CHECK(replan(1800, 100, e60, 1, 40, 1, 1000) == 25);  // ... or too fast
+  CHECK(replan(1800, 100, e60, 1, 25, 1, 1000) == 25);
+  CHECK(replan(1800, 100, e60, 1, 19, 1, 20) == 20);    // at most the limit
+  CHECK(replan(1800, 100, e60, 1, 1, 1, 1000) == 25);   // a one-epoch plan grows too
   CHECK(replan(1800, 1790, e60, 1, 19, 1, 1000) == 1);  // nothing more fits: stop after it
+  // The headroom holds: epochs 9% slower than the first keep the plan.
+  CHECK(replan(1800, 100 + 23 * 65.4, {65.4, 5}, 24, 25, 1, 1000) == 25);
+  CHECK(replan(1800, 100 + 10 * 65.4, {65.4, 5}, 11, 25, 1, 1000) == 25);
   // Without a free epoch, and after it, a plan never grows ...
   CHECK(replan(1800, 100, e60, 1, 19, 0, 1000) == 19);
   CHECK(replan(1800, 700, e60, 10, 19, 1, 1000) == 19);

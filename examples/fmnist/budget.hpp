@@ -114,20 +114,29 @@ inline index_t free_epochs(const std::string& schedule, index_t warmup_epochs) {
   return schedule == "cosine" && warmup_epochs < 1 ? 0 : 1;
 }
 
-// The plan after an epoch: `done` epochs of `planned` took `elapsed` seconds of the budget, the
-// last of them `epoch_seconds` (with validation). Within the free epochs the plan becomes the
-// epochs that fit at that speed (at least `done`, at most max_epochs), so a run that only
-// changed there equals `--epochs N`; later it only shrinks, and only when the rest would end
-// after the budget.
+// The share of an epoch's time that a re-planned length keeps free for the speed to vary:
+// consecutive epochs of one run differ by up to about 10% on a shared host.
+constexpr double replan_headroom = 0.10;
+
+// The plan after an epoch: `done` epochs of `planned` took `elapsed` seconds of the budget, and
+// epochs now take `at_this_speed.epoch_seconds` (with validation; the mean of the last few).
+// Within the free epochs the plan becomes the epochs that fit at that speed with the headroom
+// (at least `done`, at most max_epochs), so a run that only changed there equals `--epochs N`;
+// later it only shrinks, and only when the rest would end after the budget.
 inline index_t replan(double budget, double elapsed, const RunCosts& at_this_speed, index_t done,
                       index_t planned, index_t free, index_t max_epochs) {
-  const index_t fit = done + epochs_left(budget, elapsed, at_this_speed);
-  if (done <= free) return std::clamp(fit, std::max<index_t>(done, 1), std::max(max_epochs, done));
+  if (done <= free) {
+    const RunCosts with_headroom{at_this_speed.epoch_seconds * (1 + replan_headroom),
+                                 at_this_speed.test_seconds};
+    const index_t fit = done + epochs_left(budget, elapsed, with_headroom);
+    return std::clamp(fit, std::max<index_t>(done, 1), std::max(max_epochs, done));
+  }
   if (done >= planned) return planned;
   const double projected = elapsed +
                            static_cast<double>(planned - done) * at_this_speed.epoch_seconds +
                            at_this_speed.test_seconds;
-  return projected <= budget ? planned : std::max(done, std::min(planned, fit));
+  if (projected <= budget) return planned;
+  return std::max(done, std::min(planned, done + epochs_left(budget, elapsed, at_this_speed)));
 }
 
 }  // namespace fmnist

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -96,55 +97,52 @@ inline bool parse_finite(const std::string& s, double& out) {
   return true;
 }
 
-// Everything that determines a training run. Saved in every checkpoint (so --resume continues
-// the same run) and in metrics.json.
+// How training images are augmented.
+enum class Augment { Off, On, Flip };  // On: random crops (pad 2) and flips; Flip: flips only
+
+inline Augment augment_mode(const std::string& name) {
+  if (name == "off") return Augment::Off;
+  if (name == "on") return Augment::On;
+  if (name == "flip") return Augment::Flip;
+  throw ValueError("augment: expected off, on or flip, found '" + name + "'");
+}
+inline std::string augment_name(Augment a) {
+  return a == Augment::On ? "on" : a == Augment::Flip ? "flip" : "off";
+}
+
+// A setting's value as the stored configuration writes it.
+template <class T>
+json setting_json(const T& v) {
+  return json(v);
+}
+inline json setting_json(Augment a) {
+  return augment_name(a);
+}
+
+// Everything that determines a training run, complete. Saved in every checkpoint (so --resume
+// continues the same run) and in metrics.json.
 struct Config {
   std::string model = "resnet";
-  index_t epochs = 0;  // 0: the model's default
-  index_t batch_size = 0;
-  std::string optimizer;  // "": the model's default
-  double lr = 0;
-  double weight_decay = -1;
-  std::string schedule;
-  index_t warmup_epochs = -1;
-  int augment = -1;      // -1: the model's default, 0 off, 1 on (crops and flips), 2 flips only
-  int standardize = -1;  // likewise
+  index_t epochs = 40;
+  index_t batch_size = 128;
+  std::string optimizer = "sgd";
+  double lr = 0.1;
+  double weight_decay = 5e-4;
+  std::string schedule = "cosine";
+  index_t warmup_epochs = 1;
+  Augment augment = Augment::On;
+  bool standardize = true;
   std::uint64_t seed = 1;
-  index_t limit = 0;        // train on the first N training images (0: all 55000)
-  int keras_clip = -1;      // Keras 2.0's clipped cross-entropy gradient (-1: the model's default)
-  index_t precise_bn = -1;  // batches for PreciseBN after each epoch (0: off; -1: default)
-  int tta = -1;             // flip test-time augmentation in the final test (-1: default)
-  index_t tta_shift = -1;   // shifted views in the final test, in pixels (0: none)
-  double label_smoothing = -1;  // targets (1 - s) onehot + s / 10
-  double ema = -1;              // weight-averaging decay (0: off)
+  index_t limit = 0;             // train on the first N training images (0: all 55000)
+  bool keras_clip = false;       // Keras 2.0's clipped cross-entropy gradient
+  index_t precise_bn = 0;        // batches for PreciseBN after each epoch (0: off)
+  bool tta = true;               // flip test-time augmentation in the final test
+  index_t tta_shift = 1;         // shifted views in the final test, in pixels (0: none)
+  double label_smoothing = 0.1;  // targets (1 - s) onehot + s / 10
+  double ema = 0;                // weight-averaging decay (0: off)
 
-  // Fills what the user left at "default" with the model's defaults: the notebook's settings
-  // for the seed models, a tuned recipe for the ResNet.
-  void apply_model_defaults() {
-    const bool seed_model = model != "resnet";
-    // The seed notebook's 20; the ResNet's 40 (docs/results.md: the accuracy per epoch).
-    if (epochs == 0) epochs = seed_model ? 20 : 40;
-    if (batch_size == 0) batch_size = 128;
-    if (optimizer.empty()) optimizer = seed_model ? "rmsprop" : "sgd";
-    if (lr == 0) lr = seed_model ? 1e-3 : 0.1;
-    if (weight_decay < 0) weight_decay = seed_model ? 0.0 : 5e-4;
-    if (schedule.empty()) schedule = seed_model ? "constant" : "cosine";
-    if (warmup_epochs < 0) warmup_epochs = seed_model ? 0 : 1;
-    if (augment < 0) augment = seed_model ? 0 : 1;
-    if (standardize < 0) standardize = seed_model ? 0 : 1;
-    if (keras_clip < 0) keras_clip = 0;  // docs/results.md: Keras 2.0's clip stalls the seed model
-    if (precise_bn < 0) precise_bn = 0;
-    // Mirror images only help a model that saw them in training (shoes all point left: the
-    // seed model trained without flips loses 2.4 points with them, docs/results.md).
-    if (tta < 0) tta = augment != 0 ? 1 : 0;
-    if (tta_shift < 0) tta_shift = augment == 1 ? 1 : 0;  // likewise, for models trained on crops
-    // docs/results.md: +0.9 points for the ResNet in 17 epochs; the seed keeps Keras' loss.
-    if (label_smoothing < 0) label_smoothing = seed_model ? 0.0 : 0.1;
-    if (ema < 0) ema = 0;
-  }
-
-  // Checks a complete configuration (after apply_model_defaults, or read from a file): throws
-  // ValueError naming the first setting outside its range, prefixed by `where`.
+  // Checks a complete configuration: throws ValueError naming the first setting outside its
+  // range, prefixed by `where`.
   void validate(const std::string& where) const {
     auto fail = [&](const std::string& field, const std::string& expected,
                     const std::string& found) {
@@ -173,46 +171,106 @@ struct Config {
     if (!is_one_of(schedule, schedule_names()))
       fail("schedule", "one of " + join(schedule_names()), schedule);
     int_range("warmup_epochs", warmup_epochs, 0, Limits::max_warmup);
-    int_range("augment", augment, 0, 2);
-    int_range("standardize", standardize, 0, 1);
     int_range("limit", limit, 0, Limits::max_limit);
-    int_range("keras_clip", keras_clip, 0, 1);
     int_range("precise_bn", precise_bn, 0, Limits::max_precise_bn);
-    int_range("tta", tta, 0, 1);
     int_range("tta_shift", tta_shift, 0, Limits::max_tta_shift);
     real_range("label_smoothing", label_smoothing, 0, 1, false);
     real_range("ema", ema, 0, Limits::max_ema, false);
   }
 
-  static int augment_mode(const std::string& name) {
-    if (name == "off") return 0;
-    if (name == "on") return 1;
-    if (name == "flip") return 2;
-    throw ValueError("augment: expected off, on or flip, found '" + name + "'");
-  }
-  std::string augment_name() const { return augment == 1 ? "on" : augment == 2 ? "flip" : "off"; }
-
-  json to_json() const {
-    return {{"model", model},
-            {"epochs", epochs},
-            {"batch_size", batch_size},
-            {"optimizer", optimizer},
-            {"lr", lr},
-            {"weight_decay", weight_decay},
-            {"schedule", schedule},
-            {"warmup_epochs", warmup_epochs},
-            {"augment", augment_name()},
-            {"standardize", standardize == 1},
-            {"seed", seed},
-            {"limit", limit},
-            {"keras_clip", keras_clip == 1},
-            {"precise_bn", precise_bn},
-            {"tta", tta == 1},
-            {"tta_shift", tta_shift},
-            {"label_smoothing", label_smoothing},
-            {"ema", ema}};
-  }
+  json to_json() const;
 };
+
+// The settings a user gave (on the command line): each one set or not. resolve() makes the
+// complete Config: the model's defaults (the notebook's settings for the seed models, a tuned
+// recipe for the ResNet), then every given setting.
+struct Settings {
+  std::optional<std::string> model;
+  std::optional<index_t> epochs, batch_size;
+  std::optional<std::string> optimizer;
+  std::optional<double> lr, weight_decay;
+  std::optional<std::string> schedule;
+  std::optional<index_t> warmup_epochs;
+  std::optional<Augment> augment;
+  std::optional<bool> standardize;
+  std::optional<std::uint64_t> seed;
+  std::optional<index_t> limit;
+  std::optional<bool> keras_clip;
+  std::optional<index_t> precise_bn;
+  std::optional<bool> tta;
+  std::optional<index_t> tta_shift;
+  std::optional<double> label_smoothing, ema;
+
+  Config resolve() const;
+  // The given settings only, keyed and written as in Config::to_json.
+  json to_json() const;
+};
+
+// Every setting, by its key in the stored configuration: f(key, setting, config field).
+template <class S, class C, class F>
+void for_each_setting(S& s, C& c, F&& f) {
+  f("model", s.model, c.model);
+  f("epochs", s.epochs, c.epochs);
+  f("batch_size", s.batch_size, c.batch_size);
+  f("optimizer", s.optimizer, c.optimizer);
+  f("lr", s.lr, c.lr);
+  f("weight_decay", s.weight_decay, c.weight_decay);
+  f("schedule", s.schedule, c.schedule);
+  f("warmup_epochs", s.warmup_epochs, c.warmup_epochs);
+  f("augment", s.augment, c.augment);
+  f("standardize", s.standardize, c.standardize);
+  f("seed", s.seed, c.seed);
+  f("limit", s.limit, c.limit);
+  f("keras_clip", s.keras_clip, c.keras_clip);
+  f("precise_bn", s.precise_bn, c.precise_bn);
+  f("tta", s.tta, c.tta);
+  f("tta_shift", s.tta_shift, c.tta_shift);
+  f("label_smoothing", s.label_smoothing, c.label_smoothing);
+  f("ema", s.ema, c.ema);
+}
+
+inline json Config::to_json() const {
+  json j = json::object();
+  const Settings none;
+  for_each_setting(none, *this,
+                   [&](const char* key, const auto&, const auto& v) { j[key] = setting_json(v); });
+  return j;
+}
+
+inline json Settings::to_json() const {
+  json j = json::object();
+  const Config unused;
+  for_each_setting(*this, unused, [&](const char* key, const auto& given, const auto&) {
+    if (given) j[key] = setting_json(*given);
+  });
+  return j;
+}
+
+inline Config Settings::resolve() const {
+  Config c;
+  c.model = model.value_or("resnet");
+  if (c.model != "resnet") {  // the notebook's settings
+    c.epochs = 20;
+    c.optimizer = "rmsprop";
+    c.lr = 1e-3;
+    c.weight_decay = 0;
+    c.schedule = "constant";
+    c.warmup_epochs = 0;
+    c.augment = Augment::Off;
+    c.standardize = false;
+    c.label_smoothing = 0;  // the seed keeps Keras' loss
+  }
+  // (The ResNet's 40 epochs: docs/results.md, the accuracy per epoch. Keras 2.0's clip stalls
+  // the seed model, so it is off for both.)
+  for_each_setting(*this, c, [](const char*, const auto& given, auto& value) {
+    if (given) value = *given;
+  });
+  // Test-time views only help a model that saw them in training (shoes all point left: the
+  // seed model trained without flips loses 2.4 points with them, docs/results.md).
+  if (!tta) c.tta = c.augment != Augment::Off;
+  if (!tta_shift) c.tta_shift = c.augment == Augment::On ? 1 : 0;
+  return c;
+}
 
 // Typed access to a JSON object's fields; every failure is a FormatError that says where.
 class JsonFields {
@@ -295,19 +353,19 @@ inline Config config_from_json(const json& j, const std::string& where) {
   c.schedule = f.str("schedule");
   c.warmup_epochs = f.integer("warmup_epochs");
   if (f.at("augment").is_boolean()) {  // older checkpoints store a bool
-    c.augment = f.boolean("augment") ? 1 : 0;
+    c.augment = f.boolean("augment") ? Augment::On : Augment::Off;
   } else {
     const std::string a = f.str("augment");
     if (a != "off" && a != "on" && a != "flip") f.fail("augment", "off, on or flip", "'" + a + "'");
-    c.augment = Config::augment_mode(a);
+    c.augment = augment_mode(a);
   }
-  c.standardize = f.boolean("standardize") ? 1 : 0;
+  c.standardize = f.boolean("standardize");
   c.seed = f.unsigned_integer("seed");
   c.limit = f.integer("limit");
   // Fields added after the first checkpoints: older files lack them.
-  c.keras_clip = f.has("keras_clip") && f.boolean("keras_clip") ? 1 : 0;
+  c.keras_clip = f.has("keras_clip") && f.boolean("keras_clip");
   c.precise_bn = f.has("precise_bn") ? f.integer("precise_bn") : 0;
-  c.tta = f.has("tta") && f.boolean("tta") ? 1 : 0;
+  c.tta = f.has("tta") && f.boolean("tta");
   c.tta_shift = f.has("tta_shift") ? f.integer("tta_shift") : 0;
   c.label_smoothing = f.has("label_smoothing") ? f.number("label_smoothing") : 0.0;
   c.ema = f.has("ema") ? f.number("ema") : 0.0;

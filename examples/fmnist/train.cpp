@@ -1,0 +1,710 @@
+// fmnist train: trains a model, writes checkpoints, metrics.json and curves to --out, and tests
+// the checkpoint with the best validation accuracy. With a time budget it plans the epochs
+// that fit from the speed it measures (budget.hpp).
+#include <minires/minires.hpp>
+#include <nlohmann/json.hpp>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "budget.hpp"
+#include "common.hpp"
+#include "report.hpp"
+
+namespace fmnist {
+namespace {
+
+namespace fs = std::filesystem;
+
+// What `fmnist train` takes besides the Common options.
+struct TrainArgs {
+  Settings settings;               // the run's settings that were given
+  std::string out = "fmnist-out";  // where the run writes
+  std::string time_budget;         // --time-budget as given ("" if not)
+  bool resume = false, overwrite = false;
+  bool sync_bn = false;  // under mpirun: synchronised BatchNorm
+};
+
+std::unique_ptr<Optimizer<float>> make_optimizer(const Config& c) {
+  std::unique_ptr<Optimizer<float>> opt;
+  if (c.optimizer == "rmsprop")
+    opt = std::make_unique<RMSprop<float>>(RMSpropOptions{c.lr, 0.9, 1e-8, c.weight_decay});
+  else if (c.optimizer == "sgd")
+    opt = std::make_unique<SGD<float>>(SGDOptions{c.lr, 0.9, true, c.weight_decay});
+  else if (c.optimizer == "adam")
+    opt = std::make_unique<Adam<float>>(AdamOptions{c.lr, 0.9, 0.999, 1e-8, c.weight_decay});
+  else if (c.optimizer == "adamw")
+    opt = std::make_unique<AdamW<float>>(AdamOptions{c.lr, 0.9, 0.999, 1e-8, c.weight_decay});
+  else
+    throw ValueError("unknown optimizer '" + c.optimizer + "'");
+  opt->set_weight_averaging(c.ema);
+  return opt;
+}
+
+Schedule make_schedule(const Config& c, index_t steps_per_epoch) {
+  Schedule s = c.schedule == "cosine" ? Schedule::cosine(c.epochs * steps_per_epoch)
+               : c.schedule == "step" ? Schedule::step(std::max<index_t>(1, c.epochs / 3), 0.1)
+                                      : Schedule::constant();
+  s.warmup(c.warmup_epochs * steps_per_epoch);
+  return s;
+}
+
+// ---- History in checkpoints and metrics.json -------------------------------------------------
+
+json evaluation_json(const EvalResult& r) {
+  json per_class = json::object();
+  const auto acc = per_class_accuracy(r);
+  for (index_t i = 0; i < r.classes; ++i)
+    per_class[fashion_mnist_class_names[static_cast<std::size_t>(i)]] =
+        acc[static_cast<std::size_t>(i)];
+  json confusion = json::array();
+  for (index_t i = 0; i < r.classes; ++i) {
+    json row = json::array();
+    for (index_t j = 0; j < r.classes; ++j)
+      row.push_back(r.confusion[static_cast<std::size_t>(i * r.classes + j)]);
+    confusion.push_back(row);
+  }
+  return {{"accuracy", r.accuracy},
+          {"loss", r.loss},
+          {"per_class_accuracy", per_class},
+          {"confusion_matrix", confusion}};
+}
+
+std::string now_utc() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+// Keeps the run's history and rewrites metrics.json, curves.csv and curves.svg after each
+// epoch (an interrupted run has them too), each atomically (write_file_atomically). It also
+// hands the history to the checkpoint callback, which runs after it, so that --resume can
+// restore it.
+class Recorder : public Callback<float> {
+ public:
+  Recorder(std::string out, json base, std::vector<EpochStats> history,
+           ModelCheckpoint<float>* ckpt, Metadata extra)
+      : out_(std::move(out)),
+        base_(std::move(base)),
+        history_(std::move(history)),
+        ckpt_(ckpt),
+        extra_(std::move(extra)) {}
+
+  bool on_epoch_end(const EpochStats& s, Model<float>&, Optimizer<float>&) override {
+    history_.push_back(s);
+    json h = json::array();
+    for (const auto& e : history_) h.push_back(epoch_json(e));
+    Metadata meta = extra_;
+    meta["history"] = h.dump();
+    ckpt_->set_extra(meta);
+    write(nullptr);
+    return true;
+  }
+
+  const std::vector<EpochStats>& history() const noexcept { return history_; }
+
+  // Replaces a field of metrics.json and of the checkpoints' metadata from the next write on
+  // (a time budget that shortens the run updates the configuration and the plan).
+  void set_field(const std::string& key, const json& value) { base_[key] = value; }
+  void set_extra(const std::string& key, const std::string& value) { extra_[key] = value; }
+
+  // metrics.json (with the test evaluation when given), curves.csv, curves.svg.
+  void write(const json* test) const {
+    json m = base_;
+    json epochs = json::array();
+    double seconds = 0, images = 0;
+    for (const auto& e : history_) {
+      epochs.push_back(epoch_json(e));
+      seconds += e.seconds;
+      images += e.images_per_second * e.seconds;
+    }
+    m["epochs"] = epochs;
+    m["timings"] = {{"train_seconds", seconds},
+                    {"mean_images_per_second", seconds > 0 ? images / seconds : 0.0}};
+    if (test != nullptr) m["test"] = *test;
+    m["written"] = now_utc();
+    write_file_atomically(out_ + "/metrics.json", m.dump(2) + "\n", "fmnist");
+    write_file_atomically(out_ + "/curves.csv", curves_csv(history_), "fmnist");
+    write_file_atomically(
+        out_ + "/curves.svg",
+        curves_svg(history_, "minires fmnist: " + base_["config"]["model"].get<std::string>()),
+        "fmnist");
+  }
+
+ private:
+  std::string out_;
+  json base_;
+  std::vector<EpochStats> history_;
+  ModelCheckpoint<float>* ckpt_;
+  Metadata extra_;
+};
+
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_sigint(int) {
+  g_interrupted.store(true);
+  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the program at once
+}
+
+// Every data set the run will use has the samples and labels the model takes, checked before
+// the first step (not after the last epoch).
+void check_data(const Model<float>& model, const FashionMnistSplit<float>& split) {
+  minires::detail::check_dataset(model, split.train, "the training images");
+  minires::detail::check_dataset(model, split.validation, "the validation images");
+  minires::detail::check_dataset(model, split.test, "the test images");
+}
+
+// The files a run writes into its --out directory.
+const char* const run_files[] = {"last.mrm", "best.mrm", "metrics.json", "curves.csv",
+                                 "curves.svg"};
+
+// Holds an exclusive lock on DIR/fmnist.lock while a run writes into DIR: a second run into the
+// same directory fails at once instead of overwriting the first run's files.
+class DirectoryLock {
+ public:
+  explicit DirectoryLock(const std::string& dir) {
+    const std::string path = dir + "/fmnist.lock";
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) {
+      throw IoError("--out '" + dir + "': cannot create '" + path + "': " + std::strerror(errno));
+    }
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd_);
+      throw IoError("--out '" + dir + "': another fmnist run is writing into this directory; " +
+                    "wait for it to end or choose another --out");
+    }
+  }
+  ~DirectoryLock() { ::close(fd_); }
+  DirectoryLock(const DirectoryLock&) = delete;
+  DirectoryLock& operator=(const DirectoryLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+// Creates --out (a directory).
+void prepare_output_directory(const std::string& out) {
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  if (ec) throw IoError("--out '" + out + "': cannot create the directory: " + ec.message());
+}
+
+// --overwrite is the only way to start a new run where one was saved before.
+void refuse_to_overwrite(const std::string& out, const Common& common) {
+  std::string found;
+  std::error_code ec;
+  for (const char* f : run_files)
+    if (fs::exists(fs::path(out) / f, ec)) found += (found.empty() ? "" : ", ") + std::string(f);
+  if (found.empty()) return;
+  throw IoError("--out '" + out + "' already holds a run (" + found +
+                "); continue it with: " + common.program + " train --out " + out +
+                " --resume; or start a new run over it with --overwrite, or choose another --out");
+}
+
+// The settings given on the command line, besides --epochs, that differ from the stored run's
+// (which win).
+std::string resume_conflicts(const Settings& given, const Config& stored) {
+  const json g = given.to_json(), st = stored.to_json();
+  auto text = [](const json& v) {
+    if (v.is_boolean()) return std::string(v.get<bool>() ? "on" : "off");
+    if (v.is_string()) return v.get<std::string>();
+    return v.dump();
+  };
+  std::string conflicts;
+  for (const auto& [key, value] : g.items()) {
+    if (key == "epochs" || value == st.at(key)) continue;
+    std::string flag = key;
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    if (key == "warmup_epochs") flag = "warmup";
+    conflicts += (conflicts.empty() ? "" : ", ") + std::string("--") + flag + " " + text(value) +
+                 " (the run has " + text(st.at(key)) + ")";
+  }
+  return conflicts;
+}
+
+// ---- Time budget (budget.hpp) ---------------------------------------------------------------
+
+// Training and evaluation speed of this model on this machine, global images per second: a
+// scratch copy of the model (the run's own model and data order are not touched) trains a few
+// batches of the run's per-rank size after two warm-up steps, then evaluates a few. With ranks,
+// every rank measures its own and all use rank 0's figures, so all plan the same epochs.
+struct Speeds {
+  double train = 0, eval = 0;
+};
+Speeds measure_speeds(const Config& cfg, const FashionMnistSplit<float>& split, const Common& c) {
+  using clock = std::chrono::steady_clock;
+  const index_t shard = (cfg.batch_size + c.ranks() - 1) / c.ranks();
+  const index_t bs = std::max<index_t>(1, std::min(shard, split.train.size()));
+  Model<float> m = build_model<float>(cfg.model);
+  m.init(cfg.seed + 1);
+  auto optimizer = make_optimizer(cfg);
+  optimizer->attach(m.params());
+  SoftmaxCrossEntropy<float> loss;
+  Tensor<float> x(Model<float>::batch_shape(split.train.sample_shape(), bs));
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(bs));
+  std::vector<index_t> idx(static_cast<std::size_t>(bs));
+  Rng rng(cfg.seed + 2);
+  const auto batch_of = [&](const Dataset<float>& d, index_t b) {
+    for (index_t i = 0; i < bs; ++i) idx[static_cast<std::size_t>(i)] = (b * bs + i) % d.size();
+    d.get(Span<const index_t>(idx.data(), idx.size()), x, labels.data(),
+          cfg.augment != Augment::Off ? &rng : nullptr);
+  };
+  const auto step = [&](index_t b) {
+    batch_of(split.train, b);
+    m.zero_grad();
+    loss.forward(m.forward(x, Mode::Train), Span<const std::int32_t>(labels.data(), labels.size()));
+    m.backward(loss);
+    optimizer->step();
+  };
+  for (index_t b = 0; b < 2; ++b) step(b);  // warm-up: first-touch of every buffer
+  auto t0 = clock::now();
+  index_t steps = 0;
+  double seconds = 0;
+  while (steps < 4 || (steps < 20 && seconds < 2.0)) {
+    step(2 + steps++);
+    seconds = std::chrono::duration<double>(clock::now() - t0).count();
+  }
+  Speeds s;
+  s.train = static_cast<double>(steps * bs * c.ranks()) / seconds;
+  const Dataset<float>& eval_set = split.validation.size() > 0 ? split.validation : split.train;
+  batch_of(eval_set, 0);
+  m.forward(x, Mode::Infer);  // warm-up
+  t0 = clock::now();
+  for (index_t b = 1; b <= 4; ++b) {
+    batch_of(eval_set, b);
+    m.forward(x, Mode::Infer);
+  }
+  seconds = std::chrono::duration<double>(clock::now() - t0).count();
+  s.eval = static_cast<double>(4 * bs * c.ranks()) / seconds;
+  if (c.group != nullptr) {
+    double v[2] = {s.train, s.eval};
+    c.group->broadcast(v, 2, 0);
+    s = {v[0], v[1]};
+  }
+  return s;
+}
+
+// After each epoch (on rank 0), re-plans the run at the speed of the epoch just done
+// (replan: after the first epoch both ways, later only shorter). A change asks fit() to
+// stop; train_command continues with the new length.
+class BudgetGuard : public Callback<float> {
+ public:
+  using clock = std::chrono::steady_clock;
+  BudgetGuard(double budget, clock::time_point start, index_t epochs, double test_seconds,
+              index_t free_epochs, index_t max_epochs)
+      : budget_(budget),
+        start_(start),
+        epochs_(epochs),
+        test_seconds_(test_seconds),
+        free_epochs_(free_epochs),
+        max_epochs_(max_epochs) {
+    last_ = clock::now();
+  }
+  void on_epoch_begin(index_t) override {
+    if (!started_) last_ = clock::now();
+    started_ = true;
+  }
+  bool on_epoch_end(const EpochStats& s, Model<float>&, Optimizer<float>&) override {
+    const auto now = clock::now();
+    const double epoch_wall = std::chrono::duration<double>(now - last_).count();
+    last_ = now;
+    const double elapsed = std::chrono::duration<double>(now - start_).count();
+    // The speed: the mean of the last three epochs (one epoch alone varies by up to 10%).
+    recent_.push_back(epoch_wall);
+    if (recent_.size() > 3) recent_.erase(recent_.begin());
+    double mean = 0;
+    for (double t : recent_) mean += t / static_cast<double>(recent_.size());
+    const index_t planned = epochs_;
+    epochs_ = replan(budget_, elapsed, {mean, test_seconds_}, s.epoch, planned, free_epochs_,
+                     max_epochs_);
+    if (epochs_ == planned) return true;
+    if (epochs_ > planned || s.epoch <= free_epochs_) {
+      std::printf(
+          "time budget: epoch %lld took %s (with validation); re-planned at that speed, with 10%% "
+          "to spare: %lld epochs instead of %lld (the learning rate so far is the same for "
+          "either length)\n",
+          static_cast<long long>(s.epoch), format_duration(epoch_wall).c_str(),
+          static_cast<long long>(epochs_), static_cast<long long>(planned));
+    } else {
+      std::printf(
+          "time budget: after epoch %lld, epochs take %s (with validation, the mean of the last "
+          "%zu); %lld more would end after the %s budget: shortening the run to %lld epochs (the "
+          "learning-rate schedule is recomputed for %lld epochs from here)\n",
+          static_cast<long long>(s.epoch), format_duration(mean).c_str(), recent_.size(),
+          static_cast<long long>(planned - s.epoch), format_duration(budget_).c_str(),
+          static_cast<long long>(epochs_), static_cast<long long>(epochs_));
+    }
+    std::fflush(stdout);
+    changes_.push_back({{"after_epoch", s.epoch}, {"from", planned}, {"to", epochs_}});
+    return false;
+  }
+  index_t epochs() const noexcept { return epochs_; }
+  // Each change of plan: {"after_epoch", "from", "to"}.
+  const json& changes() const noexcept { return changes_; }
+  // Whether `--epochs epochs()` repeats the run exactly: no change after the free epochs.
+  bool reproducible() const {
+    for (const auto& c : changes_)
+      if (c["after_epoch"].get<index_t>() > free_epochs_) return false;
+    return true;
+  }
+
+ private:
+  double budget_;
+  clock::time_point start_, last_;
+  index_t epochs_;
+  double test_seconds_;
+  index_t free_epochs_, max_epochs_;
+  bool started_ = false;
+  std::vector<double> recent_;  // the last epochs' wall times
+  json changes_ = json::array();
+};
+
+int train_command(const TrainArgs& args, const Common& common) {
+  const auto started = std::chrono::steady_clock::now();  // the time budget's clock
+  const std::string& out = args.out;
+  const bool resume = args.resume, overwrite = args.overwrite;
+  if (resume && overwrite)
+    throw ValueError("--resume continues the run in --out and --overwrite replaces it: give one");
+  const bool epochs_given = args.settings.epochs.has_value();
+  Config cfg = args.settings.resolve();
+  // The time budget: given, or 30 minutes for the ResNet when --epochs is not; never when
+  // resuming (the run continues with its stored epochs).
+  double budget = 0;
+  if (!args.time_budget.empty()) {
+    if (resume)
+      throw ValueError("--time-budget: a resumed run continues with its stored epochs; drop it");
+    if (epochs_given) throw ValueError("--time-budget and --epochs both set the length: give one");
+    budget = parse_duration(args.time_budget);
+  } else if (!resume && !epochs_given && cfg.model == "resnet") {
+    budget = 30 * 60;
+  }
+  std::signal(SIGINT, on_sigint);  // from here on Ctrl-C stops cleanly, also while loading
+  apply_threads(common);
+  const std::string last = out + "/last.mrm", best = out + "/best.mrm";
+  std::error_code ec;
+  if (fs::exists(out, ec) && !fs::is_directory(out, ec))
+    throw IoError("--out '" + out + "': expected a directory, found a file");
+
+  // Checks that only read come first: a bad --resume or --out fails before the data loads.
+  std::vector<EpochStats> history;
+  StoredRun stored;
+  if (resume) {
+    if (!fs::exists(last, ec)) {
+      throw IoError("--resume: no checkpoint at '" + last + "' (train without --resume first)");
+    }
+    stored = stored_run(read_metadata(last), last);
+    // The stored settings win; --epochs may extend the run; any other flag must agree.
+    const std::string conflicts = resume_conflicts(args.settings, stored.config);
+    if (!conflicts.empty()) {
+      throw ValueError("--resume continues the run in '" + out + "' with its stored settings; " +
+                       conflicts + " would change it: drop the flag, or start a new run with " +
+                       "another --out (or --overwrite)");
+    }
+    const index_t epochs = cfg.epochs;
+    cfg = stored.config;
+    if (epochs_given) {
+      if (epochs < stored.epoch) {
+        throw ValueError("--epochs " + std::to_string(epochs) + ": the run in '" + out +
+                         "' already completed epoch " + std::to_string(stored.epoch) +
+                         "; expected at least that many");
+      }
+      cfg.epochs = epochs;  // continue further than first planned
+    }
+    history = stored.history;
+  } else if (!overwrite && common.lead()) {
+    refuse_to_overwrite(out, common);
+  }
+  cfg.validate("");
+
+  Model<float> model = build_model<float>(cfg.model);
+  model.init(cfg.seed);
+  auto split = load_data(common.data, cfg);
+  check_data(model, split);
+
+  // Now the run writes into --out (rank 0 only): lock it, clear what a killed run left, and for
+  // --overwrite delete the earlier run.
+  std::optional<DirectoryLock> lock;
+  if (common.lead()) {
+    prepare_output_directory(out);
+    lock.emplace(out);
+    for (const auto& name : remove_stale_temporaries(out))
+      std::printf("removed %s/%s, left by a run that was killed while saving\n", out.c_str(),
+                  name.c_str());
+    if (overwrite)
+      for (const char* f : run_files) fs::remove(fs::path(out) / f, ec);
+  }
+  const index_t steps = (split.train.size() + cfg.batch_size - 1) / cfg.batch_size;
+  auto optimizer = make_optimizer(cfg);
+  optimizer->attach(model.params());
+  if (resume) load(model, last, optimizer.get());
+
+  std::printf(
+      "minires %s  model %s  threads %d  train %lld  validation %lld  test %lld\n", version_string,
+      cfg.model.c_str(), num_threads(), static_cast<long long>(split.train.size()),
+      static_cast<long long>(split.validation.size()), static_cast<long long>(split.test.size()));
+  if (common.ranks() > 1) {
+    std::printf(
+        "data parallel: %d ranks x %d threads, global batch %lld (%lld or %lld per rank), "
+        "BatchNorm statistics %s\n",
+        common.ranks(), num_threads(), static_cast<long long>(cfg.batch_size),
+        static_cast<long long>(cfg.batch_size / common.ranks()),
+        static_cast<long long>((cfg.batch_size + common.ranks() - 1) / common.ranks()),
+        args.sync_bn ? "synchronised over the ranks (--sync-bn)" : "per rank");
+  }
+  std::printf("config %s\n", cfg.to_json().dump().c_str());
+  std::fputs(model.summary().c_str(), stdout);
+  if (resume) {
+    std::printf("resuming after epoch %lld from %s, with the settings stored there%s\n",
+                static_cast<long long>(stored.epoch), last.c_str(),
+                cfg.epochs != stored.config.epochs ? " (--epochs extends the run)" : "");
+  }
+
+  // With a time budget: the epochs that fit, from the speed measured now.
+  json budget_json = nullptr;
+  double test_seconds = 0;
+  if (budget > 0) {
+    const Speeds speed = measure_speeds(cfg, split, common);
+    const index_t views = (cfg.tta ? 2 : 1) * (cfg.tta_shift > 0 ? 5 : 1);
+    const RunCosts costs =
+        run_costs(split.train.size(), split.validation.size(), split.test.size(), views,
+                  cfg.precise_bn, cfg.batch_size, speed.train, speed.eval);
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    cfg.epochs = epochs_within(budget, elapsed, costs, Limits::max_epochs);
+    test_seconds = costs.test_seconds;
+    const double total =
+        elapsed + static_cast<double>(cfg.epochs) * costs.epoch_seconds + costs.test_seconds;
+    std::printf(
+        "time budget %s: %lld epochs of %lld steps at ~%.0f images/s (measured): ~%s per epoch "
+        "with validation, ~%s of test; ends in ~%s (%s so far)%s\n",
+        format_duration(budget).c_str(), static_cast<long long>(cfg.epochs),
+        static_cast<long long>(steps), speed.train, format_duration(costs.epoch_seconds).c_str(),
+        format_duration(costs.test_seconds).c_str(), format_duration(total).c_str(),
+        format_duration(elapsed).c_str(),
+        total > budget ? " (one epoch is the least a run trains: over budget)" : "");
+    budget_json = {{"seconds", budget},
+                   {"measured_train_images_per_second", speed.train},
+                   {"measured_eval_images_per_second", speed.eval},
+                   {"planned_epochs", cfg.epochs},
+                   {"epochs", cfg.epochs},
+                   {"changes", json::array()},
+                   {"same_as_epochs_flag", true}};
+  }
+
+  FitOptions fo;
+  fo.epochs = cfg.epochs;
+  fo.batch_size = cfg.batch_size;
+  fo.seed = cfg.seed;
+  fo.augment = cfg.augment != Augment::Off;
+  fo.schedule = make_schedule(cfg, steps);
+  fo.initial_epoch = stored.epoch;
+  fo.precise_bn_batches = cfg.precise_bn;
+  fo.interrupt = g_interrupted;
+  if (common.group != nullptr) {
+    fo.replicas = *common.group;
+    fo.sync_batch_norm = args.sync_bn;
+  }
+
+  const Metadata extra = {
+      {"model", cfg.model}, {"config", cfg.to_json().dump()}, {"minires", version_string}};
+  ModelCheckpoint<float> checkpoint(last, best, Monitor::ValAccuracy, extra);
+  if (resume) checkpoint.set_best(stored.best, stored.best_epoch);
+  json base = {
+      {"minires_version", version_string},
+      {"config", cfg.to_json()},
+      {"threads", num_threads()},
+      {"ranks", common.ranks()},
+      {"sync_bn", args.sync_bn},
+      {"time_budget", budget_json},
+      {"parameters",
+       {{"trainable", model.trainable_count()}, {"non_trainable", model.non_trainable_count()}}},
+      {"data",
+       {{"train", split.train.size()},
+        {"validation", split.validation.size()},
+        {"test", split.test.size()}}}};
+  Recorder recorder(out, base, history, &checkpoint, extra);
+  ProgressBar<float> progress;
+  SoftmaxCrossEntropyOptions loss_options;
+  loss_options.keras_clip = cfg.keras_clip;
+  loss_options.label_smoothing = cfg.label_smoothing;
+  SoftmaxCrossEntropy<float> loss(loss_options);
+
+  fo.validation = split.validation;
+  fo.callbacks = {progress, recorder, checkpoint};  // fit() runs them on rank 0 only
+  BudgetGuard guard(budget, started, cfg.epochs, test_seconds,
+                    free_epochs(cfg.schedule, cfg.warmup_epochs), Limits::max_epochs);
+  if (budget > 0) fo.callbacks.push_back(guard);
+  History h = fit(model, loss, *optimizer, split.train, fo);
+  bool any_epoch = !h.epochs.empty();
+  // A budget guard that stopped the run: continue with the epochs that fit now (the same count
+  // on every rank: rank 0's).
+  while (budget > 0 && h.stopped_early && !h.interrupted && !h.epochs.empty()) {
+    double epochs = static_cast<double>(guard.epochs());
+    if (common.group != nullptr) common.group->broadcast(&epochs, 1, 0);
+    const index_t done = h.epochs.back().epoch;
+    cfg.epochs = static_cast<index_t>(epochs);
+    budget_json["epochs"] = cfg.epochs;
+    budget_json["changes"] = guard.changes();
+    budget_json["same_as_epochs_flag"] = guard.reproducible();
+    recorder.set_field("time_budget", budget_json);
+    recorder.set_field("config", cfg.to_json());
+    recorder.set_extra("config", cfg.to_json().dump());
+    if (cfg.epochs <= done) break;
+    fo.epochs = cfg.epochs;
+    fo.initial_epoch = done;
+    fo.schedule = make_schedule(cfg, steps);
+    h = fit(model, loss, *optimizer, split.train, fo);
+    any_epoch = any_epoch || !h.epochs.empty();
+  }
+  std::signal(SIGINT, SIG_DFL);
+  print_epoch_table(stdout, recorder.history());
+  if (h.interrupted || g_interrupted.load()) {
+    if (recorder.history().empty()) {
+      std::printf(
+          "\ninterrupted before the first epoch ended: no checkpoint was written, so "
+          "there is nothing to resume; start again with: %s\n",
+          common.command_line.c_str());
+    } else {
+      std::printf("\ninterrupted: %s holds epoch %lld; continue with: %s train --out %s --resume\n",
+                  last.c_str(), static_cast<long long>(recorder.history().back().epoch),
+                  common.program.c_str(), out.c_str());
+    }
+    return 130;
+  }
+  if ((!any_epoch && history.empty()) || (common.lead() && !fs::exists(best, ec)))
+    throw Error("training ran no epoch: nothing to evaluate (epochs " + std::to_string(cfg.epochs) +
+                ")");
+
+  // Test accuracy of the checkpoint with the best validation accuracy (read by rank 0, sent to
+  // the others; the test set is then shared among the ranks).
+  StoredRun best_run;
+  if (common.lead()) {
+    const Metadata best_meta = load(model, best);
+    best_run = stored_run(best_meta, best);
+    std::printf("\nbest validation accuracy %.6f at epoch %lld (%s)\n", best_run.best,
+                static_cast<long long>(best_run.best_epoch), best.c_str());
+  }
+  if (common.group != nullptr) broadcast_model(model, *common.group);
+  EvalOptions eo;
+  eo.replicas = common.group;
+  eo.batch_size = (cfg.batch_size + common.ranks() - 1) / common.ranks();  // the planned buffers
+  eo.flip = cfg.tta;
+  eo.shift = cfg.tta_shift;
+  print_views(eo);
+  const EvalResult test = evaluate(model, split.test, eo);
+  print_evaluation(
+      stdout, test,
+      std::vector<std::string>(fashion_mnist_class_names.begin(), fashion_mnist_class_names.end()));
+  json t = evaluation_json(test);
+  t["checkpoint"] = best;
+  t["best_epoch"] = best_run.best_epoch;
+  if (common.lead()) recorder.write(&t);
+  std::printf("\nwrote %s/{best.mrm,last.mrm,metrics.json,curves.csv,curves.svg}\n", out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+Command add_train_command(CLI::App& program, Common& common) {
+  auto args = std::make_shared<TrainArgs>();
+  Settings& s = args->settings;
+  CLI::App* train = program.add_subcommand(
+      "train", "Train a model; writes checkpoints, metrics and curves to --out");
+  add_shared_options(train, common);
+  optional_option(train, "--model", s.model, "Model to train (default resnet)")
+      ->check(CLI::IsMember(model_names()));
+  optional_option(train, "--epochs", s.epochs,
+                  "Epochs (default: 20 seed; resnet: as many as fit in --time-budget)")
+      ->check(in_range<index_t>(1, Limits::max_epochs));
+  train->add_option("--time-budget", args->time_budget,
+                    "Train as many epochs as fit, with validation and the final test, in this "
+                    "time (90s, 30m, 1h, 1h30m), measured on this machine; the learning-rate "
+                    "schedule spans them (default: 30m for resnet unless --epochs is given)");
+  optional_option(train, "--batch-size", s.batch_size, "Batch size (default 128)")
+      ->check(in_range<index_t>(1, Limits::max_batch_size));
+  optional_option(train, "--optimizer", s.optimizer,
+                  "rmsprop, sgd (Nesterov momentum 0.9), adam or adamw (default: rmsprop seed, "
+                  "sgd resnet)")
+      ->check(CLI::IsMember(optimizer_names()));
+  optional_option(train, "--lr", s.lr, "Base learning rate (default: 1e-3 seed, 0.1 resnet)")
+      ->check(in_range<double>(0, Limits::max_lr, /*open_lo=*/true));
+  optional_option(train, "--weight-decay", s.weight_decay,
+                  "Weight decay (default: 0 seed, 5e-4 resnet)")
+      ->check(in_range<double>(0, 1));
+  optional_option(train, "--schedule", s.schedule,
+                  "Learning-rate schedule: constant, cosine or step (default: constant seed, "
+                  "cosine resnet)")
+      ->check(CLI::IsMember(schedule_names()));
+  optional_option(train, "--warmup", s.warmup_epochs,
+                  "Linear warm-up epochs (default: 0 seed, 1 resnet)")
+      ->check(in_range<index_t>(0, Limits::max_warmup));
+  train
+      ->add_option_function<std::string>(
+          "--augment", [&s](const std::string& v) { s.augment = augment_mode(v); },
+          "Random crops (pad 2) and horizontal flips: on, off, or flip (flips only) (default: "
+          "off seed, on resnet)")
+      ->check(CLI::IsMember({"on", "off", "flip"}));
+  on_off_option(
+      train, "--standardize", s.standardize,
+      "Standardise pixels with the training mean/std: on or off (default: off seed, on resnet)");
+  on_off_option(train, "--keras-clip", s.keras_clip,
+                "Keras 2.0's clipped cross-entropy: samples with p(label) < 1e-7 give no "
+                "gradient: on or off (default: off)");
+  optional_option(train, "--precise-bn", s.precise_bn,
+                  "After each epoch, recompute the BatchNorm moving statistics as the average "
+                  "over this many training batches (PreciseBN); 0: Keras' momentum averages "
+                  "(default 0)")
+      ->check(in_range<index_t>(0, Limits::max_precise_bn));
+  on_off_option(
+      train, "--tta", s.tta,
+      "Test-time augmentation in the final test: average the predictions of each "
+      "image and its mirror image: on or off (default: as --augment, whose flips it assumes)");
+  optional_option(train, "--tta-shift", s.tta_shift,
+                  "Test-time augmentation in the final test: also average the predictions of "
+                  "the views shifted by this many pixels up, down, left and right (default: 1 "
+                  "with --augment on, else 0)")
+      ->check(in_range<index_t>(0, Limits::max_tta_shift));
+  optional_option(train, "--label-smoothing", s.label_smoothing,
+                  "Train against targets (1 - s) * onehot + s / 10 (default: 0 seed, 0.1 resnet)")
+      ->check(in_range<double>(0, 1));
+  optional_option(train, "--ema", s.ema,
+                  "Validate, checkpoint and test an exponential moving average of the weights "
+                  "with this decay per step, e.g. 0.999 (training itself is unchanged; use with "
+                  "--precise-bn so the BatchNorm statistics follow the averaged weights); 0: off "
+                  "(default 0)")
+      ->check(in_range<double>(0, Limits::max_ema));
+  optional_option(train, "--seed", s.seed,
+                  "Seed of initialisation, shuffling and augmentation, 0 to 2^64 - 1 (default 1)")
+      ->check(seed_value());
+  optional_option(train, "--limit", s.limit, "Train on the first N training images only")
+      ->check(in_range<index_t>(1, Limits::max_limit));
+  train->add_option("--out", args->out, "Output directory")->capture_default_str();
+  train->add_flag("--resume", args->resume,
+                  "Continue the run saved in --out (its last complete epoch) with its stored "
+                  "settings; --epochs may extend it, other settings must agree with it");
+  train->add_flag("--sync-bn", args->sync_bn,
+                  "Under mpirun: BatchNorm uses the statistics of the whole global batch, summed "
+                  "over the ranks (synchronised BatchNorm), so N ranks train as one process; "
+                  "default: each rank's own shard");
+  train->add_flag("--overwrite", args->overwrite,
+                  "Start a new run in an --out that holds an earlier run, deleting that run's "
+                  "checkpoints, metrics and curves");
+  return {train, [args, &common] { return train_command(*args, common); }};
+}
+
+}  // namespace fmnist
