@@ -27,9 +27,9 @@ std::string read(const std::string& path) {
 
 // fmnist's metadata after `epochs` epochs of a run of `model`.
 Metadata run_metadata(const std::string& model, index_t epochs) {
-  fmnist::Config c;
-  c.model = model;
-  c.apply_model_defaults();
+  fmnist::Settings given;
+  given.model = model;
+  const fmnist::Config c = given.resolve();
   fmnist::json history = fmnist::json::array();
   for (index_t e = 1; e <= epochs; ++e) {
     EpochStats s;

@@ -88,10 +88,12 @@ TEST_CASE("2 ranks with synchronised BatchNorm take the step one process takes")
     CHECK(max_relative_difference(dist, single, false, 1e-6) < 1e-9);
     CHECK(max_state_difference(dist, single) < 1e-12);
   }
-  // In float: the same to about 1e-6 relative (summation order).
+  // In float: the same up to summation order, which differs with the SIMD width (AVX2 or
+  // AVX-512 kernels) and which two steps of BatchNorm on 32 samples amplify: 1.1e-5 relative
+  // seen on Zen 4. A wrong gradient or statistic differs by more than 1e-2.
   auto dist = train<float>(64, 32, true, true);
   auto single = train<float>(64, 32, false, false);
-  CHECK(max_relative_difference(dist, single, false, 1e-3) < 1e-5);
+  CHECK(max_relative_difference(dist, single, false, 1e-3) < 1e-4);
 }
 
 TEST_CASE("2 ranks with per-rank BatchNorm equal one process normalising each shard alone") {
