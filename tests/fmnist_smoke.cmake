@@ -9,23 +9,7 @@
 #   -DOUT=<scratch dir>
 cmake_minimum_required(VERSION 3.25)
 
-function(run expect_success expect_output)
-  string(TIMESTAMP started "%s")
-  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  string(TIMESTAMP finished "%s")
-  math(EXPR seconds "${finished} - ${started}")
-  set(all "${out}${err}")
-  if(expect_success AND NOT rc EQUAL 0)
-    message(FATAL_ERROR "'${ARGN}' failed (${rc}):\n${all}")
-  endif()
-  if(NOT expect_success AND rc EQUAL 0)
-    message(FATAL_ERROR "'${ARGN}' should have failed but exited 0:\n${all}")
-  endif()
-  if(NOT all MATCHES "${expect_output}")
-    message(FATAL_ERROR "'${ARGN}': expected output matching '${expect_output}', found:\n${all}")
-  endif()
-  message(STATUS "ok (${seconds} s): ${ARGN}")
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/fmnist_run.cmake)
 
 # Command-line errors need no data.
 run(FALSE "--frobnicate" ${FMNIST} train --frobnicate)
@@ -144,6 +128,10 @@ run(TRUE "test-time augmentation.*validation accuracy 0\\.[0-9]+.*test accuracy 
 run(TRUE "shifted by 1 pixel.*test accuracy 0\\.[0-9]+"
     ${FMNIST} evaluate --model-file ${OUT}/best.mrm --tta off --tta-shift 1 --data ${SUBSET_DATA})
 run(TRUE "image 2: [A-Za-z/ ]+ 0\\.[0-9]+.*true: " ${FMNIST} predict --model-file ${OUT}/best.mrm --count 3 --data ${SUBSET_DATA})
+run(TRUE "test images: the first 500 of 2000.*test accuracy 0\\.[0-9]+"
+    ${FMNIST} evaluate --model-file ${OUT}/best.mrm --test-limit 500 --data ${SUBSET_DATA})
+run(FALSE "--test-limit: expected at most the 2000 test images, found 5000"
+    ${FMNIST} evaluate --model-file ${OUT}/best.mrm --test-limit 5000 --data ${SUBSET_DATA})
 run(FALSE "--model-file" ${FMNIST} evaluate --model-file ${OUT}/missing.mrm --data ${SUBSET_DATA})
 file(WRITE ${OUT}/garbage.mrm "not a model")
 run(FALSE "not a minires model" ${FMNIST} evaluate --model-file ${OUT}/garbage.mrm --data ${SUBSET_DATA})

@@ -7,25 +7,7 @@
 #   -DOUT=<scratch dir>
 cmake_minimum_required(VERSION 3.25)
 
-function(run expect_success expect_output)
-  string(TIMESTAMP started "%s")
-  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err
-                  TIMEOUT 600)
-  string(TIMESTAMP finished "%s")
-  math(EXPR seconds "${finished} - ${started}")
-  set(all "${out}${err}")
-  if(expect_success AND NOT rc EQUAL 0)
-    message(FATAL_ERROR "'${ARGN}' failed (${rc}):\n${all}")
-  endif()
-  if(NOT expect_success AND rc EQUAL 0)
-    message(FATAL_ERROR "'${ARGN}' should have failed but exited 0:\n${all}")
-  endif()
-  if(NOT all MATCHES "${expect_output}")
-    message(FATAL_ERROR "'${ARGN}': expected output matching '${expect_output}', found:\n${all}")
-  endif()
-  set(last_output "${all}" PARENT_SCOPE)
-  message(STATUS "ok (${seconds} s): ${ARGN}")
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/fmnist_run.cmake)
 
 if(NOT EXISTS ${DATA}/train-images-idx3-ubyte.gz AND NOT EXISTS ${DATA}/train-images-idx3-ubyte)
   message(STATUS "no Fashion-MNIST data in ${DATA}: skipping")

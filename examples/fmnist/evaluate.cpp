@@ -19,13 +19,20 @@ struct EvaluateArgs {
   std::optional<bool> tta;           // unset: as the checkpoint was trained
   std::optional<index_t> tta_shift;  // likewise
   index_t precise_bn = 0;
+  index_t test_limit = 0;  // the first N test images only (0: all)
 };
 
 int evaluate_command(const EvaluateArgs& args, const Common& common) {
   apply_threads(common);
   Config cfg;
   Model<float> model = load_checkpoint(args.model_file, &cfg);
-  const auto split = load_data(common.data, cfg);
+  auto split = load_data(common.data, cfg);
+  if (args.test_limit > split.test.size()) {
+    throw ValueError("--test-limit: expected at most the " + std::to_string(split.test.size()) +
+                     " test images, found " + std::to_string(args.test_limit));
+  }
+  const index_t all_test = split.test.size();
+  if (args.test_limit > 0) split.test = split.test.first(args.test_limit);
   std::printf("model %s from %s\n", cfg.model.c_str(), args.model_file.c_str());
   if (args.precise_bn > 0) {
     const index_t used = recompute_batch_norm_statistics(model, split.train, args.precise_bn,
@@ -40,6 +47,9 @@ int evaluate_command(const EvaluateArgs& args, const Common& common) {
   print_views(eo);
   const EvalResult v = evaluate(model, split.validation, eo);
   std::printf("validation accuracy %.4f  loss %.4f\n", v.accuracy, v.loss);
+  if (split.test.size() < all_test)
+    std::printf("test images: the first %lld of %lld\n", static_cast<long long>(split.test.size()),
+                static_cast<long long>(all_test));
   const EvalResult r = evaluate(model, split.test, eo);
   print_evaluation(
       stdout, r,
@@ -68,6 +78,11 @@ Command add_evaluate_command(CLI::App& program, Common& common) {
       ->add_option("--precise-bn", args->precise_bn,
                    "First recompute the BatchNorm statistics over this many training batches")
       ->check(in_range<index_t>(0, Limits::max_precise_bn));
+  evaluate_cmd
+      ->add_option("--test-limit", args->test_limit,
+                   "Test on the first N test images only (the 2017 notebook tested on the first "
+                   "5000)")
+      ->check(in_range<index_t>(1, Limits::max_limit));
   return {evaluate_cmd, [args, &common] { return evaluate_command(*args, common); }};
 }
 

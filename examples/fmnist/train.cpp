@@ -374,85 +374,97 @@ class BudgetGuard : public Callback<float> {
   json changes_ = json::array();
 };
 
-int train_command(const TrainArgs& args, const Common& common) {
-  const auto started = std::chrono::steady_clock::now();  // the time budget's clock
-  const std::string& out = args.out;
-  const bool resume = args.resume, overwrite = args.overwrite;
-  if (resume && overwrite)
-    throw ValueError("--resume continues the run in --out and --overwrite replaces it: give one");
+// The time budget in seconds (0: none): --time-budget, or 30 minutes for the ResNet when
+// --epochs is not given; never when resuming (the run continues with its stored epochs).
+double time_budget(const TrainArgs& args, const Config& cfg) {
   const bool epochs_given = args.settings.epochs.has_value();
-  Config cfg = args.settings.resolve();
-  // The time budget: given, or 30 minutes for the ResNet when --epochs is not; never when
-  // resuming (the run continues with its stored epochs).
-  double budget = 0;
   if (!args.time_budget.empty()) {
-    if (resume)
+    if (args.resume)
       throw ValueError("--time-budget: a resumed run continues with its stored epochs; drop it");
     if (epochs_given) throw ValueError("--time-budget and --epochs both set the length: give one");
-    budget = parse_duration(args.time_budget);
-  } else if (!resume && !epochs_given && cfg.model == "resnet") {
-    budget = 30 * 60;
+    return parse_duration(args.time_budget);
   }
-  std::signal(SIGINT, on_sigint);  // from here on Ctrl-C stops cleanly, also while loading
-  apply_threads(common);
-  const std::string last = out + "/last.mrm", best = out + "/best.mrm";
+  return !args.resume && !epochs_given && cfg.model == "resnet" ? 30 * 60 : 0;
+}
+
+// The run that --resume continues: its stored settings (which win over the given ones, and
+// which the given ones must not contradict; --epochs may extend the run) and history. Without
+// --resume, checks that --out holds no earlier run unless --overwrite. Only reads: a bad
+// --resume or --out fails before the data loads.
+StoredRun stored_or_new_run(const TrainArgs& args, const Common& common, Config& cfg) {
+  const std::string& out = args.out;
+  const std::string last = out + "/last.mrm";
   std::error_code ec;
   if (fs::exists(out, ec) && !fs::is_directory(out, ec))
     throw IoError("--out '" + out + "': expected a directory, found a file");
-
-  // Checks that only read come first: a bad --resume or --out fails before the data loads.
-  std::vector<EpochStats> history;
   StoredRun stored;
-  if (resume) {
-    if (!fs::exists(last, ec)) {
-      throw IoError("--resume: no checkpoint at '" + last + "' (train without --resume first)");
-    }
-    stored = stored_run(read_metadata(last), last);
-    // The stored settings win; --epochs may extend the run; any other flag must agree.
-    const std::string conflicts = resume_conflicts(args.settings, stored.config);
-    if (!conflicts.empty()) {
-      throw ValueError("--resume continues the run in '" + out + "' with its stored settings; " +
-                       conflicts + " would change it: drop the flag, or start a new run with " +
-                       "another --out (or --overwrite)");
-    }
-    const index_t epochs = cfg.epochs;
-    cfg = stored.config;
-    if (epochs_given) {
-      if (epochs < stored.epoch) {
-        throw ValueError("--epochs " + std::to_string(epochs) + ": the run in '" + out +
-                         "' already completed epoch " + std::to_string(stored.epoch) +
-                         "; expected at least that many");
-      }
-      cfg.epochs = epochs;  // continue further than first planned
-    }
-    history = stored.history;
-  } else if (!overwrite && common.lead()) {
-    refuse_to_overwrite(out, common);
+  if (!args.resume) {
+    if (!args.overwrite && common.lead()) refuse_to_overwrite(out, common);
+    return stored;
   }
-  cfg.validate("");
-
-  Model<float> model = build_model<float>(cfg.model);
-  model.init(cfg.seed);
-  auto split = load_data(common.data, cfg);
-  check_data(model, split);
-
-  // Now the run writes into --out (rank 0 only): lock it, clear what a killed run left, and for
-  // --overwrite delete the earlier run.
-  std::optional<DirectoryLock> lock;
-  if (common.lead()) {
-    prepare_output_directory(out);
-    lock.emplace(out);
-    for (const auto& name : remove_stale_temporaries(out))
-      std::printf("removed %s/%s, left by a run that was killed while saving\n", out.c_str(),
-                  name.c_str());
-    if (overwrite)
-      for (const char* f : run_files) fs::remove(fs::path(out) / f, ec);
+  if (!fs::exists(last, ec))
+    throw IoError("--resume: no checkpoint at '" + last + "' (train without --resume first)");
+  stored = stored_run(read_metadata(last), last);
+  const std::string conflicts = resume_conflicts(args.settings, stored.config);
+  if (!conflicts.empty()) {
+    throw ValueError("--resume continues the run in '" + out + "' with its stored settings; " +
+                     conflicts + " would change it: drop the flag, or start a new run with " +
+                     "another --out (or --overwrite)");
   }
-  const index_t steps = (split.train.size() + cfg.batch_size - 1) / cfg.batch_size;
-  auto optimizer = make_optimizer(cfg);
-  optimizer->attach(model.params());
-  if (resume) load(model, last, optimizer.get());
+  cfg = stored.config;
+  if (args.settings.epochs) {
+    const index_t epochs = *args.settings.epochs;
+    if (epochs < stored.epoch) {
+      throw ValueError("--epochs " + std::to_string(epochs) + ": the run in '" + out +
+                       "' already completed epoch " + std::to_string(stored.epoch) +
+                       "; expected at least that many");
+    }
+    cfg.epochs = epochs;  // continue further than first planned
+  }
+  return stored;
+}
 
+// The plan of a run with a time budget: the epochs that fit from the speed measured now
+// (cfg.epochs is set to them), the line that tells the user, and its record for metrics.json.
+struct BudgetPlan {
+  double test_seconds = 0;  // the final test's estimated time
+  std::string line;         // "time budget 30.0 min: 21 epochs of 430 steps at ..."
+  json record;              // metrics.json's "time_budget"
+};
+BudgetPlan plan_budget(double budget, double elapsed, index_t steps, Config& cfg,
+                       const FashionMnistSplit<float>& split, const Common& common) {
+  const Speeds speed = measure_speeds(cfg, split, common);
+  const index_t views = (cfg.tta ? 2 : 1) * (cfg.tta_shift > 0 ? 5 : 1);
+  const RunCosts costs = run_costs(split.train.size(), split.validation.size(), split.test.size(),
+                                   views, cfg.precise_bn, cfg.batch_size, speed.train, speed.eval);
+  cfg.epochs = epochs_within(budget, elapsed, costs, Limits::max_epochs);
+  const double total =
+      elapsed + static_cast<double>(cfg.epochs) * costs.epoch_seconds + costs.test_seconds;
+  char line[512];
+  std::snprintf(
+      line, sizeof line,
+      "time budget %s: %lld epochs of %lld steps at ~%.0f images/s (measured): ~%s per epoch "
+      "with validation, ~%s of test; ends in ~%s (%s so far)%s\n",
+      format_duration(budget).c_str(), static_cast<long long>(cfg.epochs),
+      static_cast<long long>(steps), speed.train, format_duration(costs.epoch_seconds).c_str(),
+      format_duration(costs.test_seconds).c_str(), format_duration(total).c_str(),
+      format_duration(elapsed).c_str(),
+      total > budget ? " (one epoch is the least a run trains: over budget)" : "");
+  return {costs.test_seconds,
+          line,
+          {{"seconds", budget},
+           {"measured_train_images_per_second", speed.train},
+           {"measured_eval_images_per_second", speed.eval},
+           {"planned_epochs", cfg.epochs},
+           {"epochs", cfg.epochs},
+           {"changes", json::array()},
+           {"same_as_epochs_flag", true}}};
+}
+
+// The run's first lines: the program, model, threads, data, ranks, configuration and the model.
+void print_run_header(const Config& cfg, Model<float>& model,
+                      const FashionMnistSplit<float>& split, const TrainArgs& args,
+                      const Common& common) {
   std::printf(
       "minires %s  model %s  threads %d  train %lld  validation %lld  test %lld\n", version_string,
       cfg.model.c_str(), num_threads(), static_cast<long long>(split.train.size()),
@@ -468,43 +480,86 @@ int train_command(const TrainArgs& args, const Common& common) {
   }
   std::printf("config %s\n", cfg.to_json().dump().c_str());
   std::fputs(model.summary().c_str(), stdout);
-  if (resume) {
+}
+
+// The final test: the checkpoint with the best validation accuracy (read by rank 0, sent to the
+// others; the test set is then shared among the ranks), with the configured test-time views;
+// recorded in metrics.json.
+void final_test(Model<float>& model, const Config& cfg, const ImageDataset<float>& test_set,
+                const std::string& best, const Recorder& recorder, const Common& common) {
+  StoredRun best_run;
+  if (common.lead()) {
+    const Metadata best_meta = load(model, best);
+    best_run = stored_run(best_meta, best);
+    std::printf("\nbest validation accuracy %.6f at epoch %lld (%s)\n", best_run.best,
+                static_cast<long long>(best_run.best_epoch), best.c_str());
+  }
+  if (common.group != nullptr) broadcast_model(model, *common.group);
+  EvalOptions eo;
+  eo.replicas = common.group;
+  eo.batch_size = (cfg.batch_size + common.ranks() - 1) / common.ranks();  // the planned buffers
+  eo.flip = cfg.tta;
+  eo.shift = cfg.tta_shift;
+  print_views(eo);
+  const EvalResult test = evaluate(model, test_set, eo);
+  print_evaluation(
+      stdout, test,
+      std::vector<std::string>(fashion_mnist_class_names.begin(), fashion_mnist_class_names.end()));
+  json t = evaluation_json(test);
+  t["checkpoint"] = best;
+  t["best_epoch"] = best_run.best_epoch;
+  if (common.lead()) recorder.write(&t);
+}
+
+int train_command(const TrainArgs& args, const Common& common) {
+  const auto started = std::chrono::steady_clock::now();  // the time budget's clock
+  const std::string& out = args.out;
+  if (args.resume && args.overwrite)
+    throw ValueError("--resume continues the run in --out and --overwrite replaces it: give one");
+  Config cfg = args.settings.resolve();
+  const double budget = time_budget(args, cfg);
+  std::signal(SIGINT, on_sigint);  // from here on Ctrl-C stops cleanly, also while loading
+  apply_threads(common);
+  const std::string last = out + "/last.mrm", best = out + "/best.mrm";
+  const StoredRun stored = stored_or_new_run(args, common, cfg);
+  cfg.validate("");
+
+  Model<float> model = build_model<float>(cfg.model);
+  model.init(cfg.seed);
+  auto split = load_data(common.data, cfg);
+  check_data(model, split);
+
+  // Now the run writes into --out (rank 0 only): lock it, clear what a killed run left, and for
+  // --overwrite delete the earlier run.
+  std::optional<DirectoryLock> lock;
+  std::error_code ec;
+  if (common.lead()) {
+    prepare_output_directory(out);
+    lock.emplace(out);
+    for (const auto& name : remove_stale_temporaries(out))
+      std::printf("removed %s/%s, left by a run that was killed while saving\n", out.c_str(),
+                  name.c_str());
+    if (args.overwrite)
+      for (const char* f : run_files) fs::remove(fs::path(out) / f, ec);
+  }
+  const index_t steps = (split.train.size() + cfg.batch_size - 1) / cfg.batch_size;
+  auto optimizer = make_optimizer(cfg);
+  optimizer->attach(model.params());
+  if (args.resume) load(model, last, optimizer.get());
+
+  BudgetPlan plan;  // none: a null record
+  if (budget > 0) {
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    plan = plan_budget(budget, elapsed, steps, cfg, split, common);
+  }
+  print_run_header(cfg, model, split, args, common);  // with the planned epochs
+  if (args.resume) {
     std::printf("resuming after epoch %lld from %s, with the settings stored there%s\n",
                 static_cast<long long>(stored.epoch), last.c_str(),
                 cfg.epochs != stored.config.epochs ? " (--epochs extends the run)" : "");
   }
-
-  // With a time budget: the epochs that fit, from the speed measured now.
-  json budget_json = nullptr;
-  double test_seconds = 0;
-  if (budget > 0) {
-    const Speeds speed = measure_speeds(cfg, split, common);
-    const index_t views = (cfg.tta ? 2 : 1) * (cfg.tta_shift > 0 ? 5 : 1);
-    const RunCosts costs =
-        run_costs(split.train.size(), split.validation.size(), split.test.size(), views,
-                  cfg.precise_bn, cfg.batch_size, speed.train, speed.eval);
-    const double elapsed =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    cfg.epochs = epochs_within(budget, elapsed, costs, Limits::max_epochs);
-    test_seconds = costs.test_seconds;
-    const double total =
-        elapsed + static_cast<double>(cfg.epochs) * costs.epoch_seconds + costs.test_seconds;
-    std::printf(
-        "time budget %s: %lld epochs of %lld steps at ~%.0f images/s (measured): ~%s per epoch "
-        "with validation, ~%s of test; ends in ~%s (%s so far)%s\n",
-        format_duration(budget).c_str(), static_cast<long long>(cfg.epochs),
-        static_cast<long long>(steps), speed.train, format_duration(costs.epoch_seconds).c_str(),
-        format_duration(costs.test_seconds).c_str(), format_duration(total).c_str(),
-        format_duration(elapsed).c_str(),
-        total > budget ? " (one epoch is the least a run trains: over budget)" : "");
-    budget_json = {{"seconds", budget},
-                   {"measured_train_images_per_second", speed.train},
-                   {"measured_eval_images_per_second", speed.eval},
-                   {"planned_epochs", cfg.epochs},
-                   {"epochs", cfg.epochs},
-                   {"changes", json::array()},
-                   {"same_as_epochs_flag", true}};
-  }
+  std::fputs(plan.line.c_str(), stdout);
 
   FitOptions fo;
   fo.epochs = cfg.epochs;
@@ -523,21 +578,21 @@ int train_command(const TrainArgs& args, const Common& common) {
   const Metadata extra = {
       {"model", cfg.model}, {"config", cfg.to_json().dump()}, {"minires", version_string}};
   ModelCheckpoint<float> checkpoint(last, best, Monitor::ValAccuracy, extra);
-  if (resume) checkpoint.set_best(stored.best, stored.best_epoch);
+  if (args.resume) checkpoint.set_best(stored.best, stored.best_epoch);
   json base = {
       {"minires_version", version_string},
       {"config", cfg.to_json()},
       {"threads", num_threads()},
       {"ranks", common.ranks()},
       {"sync_bn", args.sync_bn},
-      {"time_budget", budget_json},
+      {"time_budget", plan.record},
       {"parameters",
        {{"trainable", model.trainable_count()}, {"non_trainable", model.non_trainable_count()}}},
       {"data",
        {{"train", split.train.size()},
         {"validation", split.validation.size()},
         {"test", split.test.size()}}}};
-  Recorder recorder(out, base, history, &checkpoint, extra);
+  Recorder recorder(out, base, stored.history, &checkpoint, extra);
   ProgressBar<float> progress;
   SoftmaxCrossEntropyOptions loss_options;
   loss_options.keras_clip = cfg.keras_clip;
@@ -546,7 +601,7 @@ int train_command(const TrainArgs& args, const Common& common) {
 
   fo.validation = split.validation;
   fo.callbacks = {progress, recorder, checkpoint};  // fit() runs them on rank 0 only
-  BudgetGuard guard(budget, started, cfg.epochs, test_seconds,
+  BudgetGuard guard(budget, started, cfg.epochs, plan.test_seconds,
                     free_epochs(cfg.schedule, cfg.warmup_epochs), Limits::max_epochs);
   if (budget > 0) fo.callbacks.push_back(guard);
   History h = fit(model, loss, *optimizer, split.train, fo);
@@ -558,10 +613,10 @@ int train_command(const TrainArgs& args, const Common& common) {
     if (common.group != nullptr) common.group->broadcast(&epochs, 1, 0);
     const index_t done = h.epochs.back().epoch;
     cfg.epochs = static_cast<index_t>(epochs);
-    budget_json["epochs"] = cfg.epochs;
-    budget_json["changes"] = guard.changes();
-    budget_json["same_as_epochs_flag"] = guard.reproducible();
-    recorder.set_field("time_budget", budget_json);
+    plan.record["epochs"] = cfg.epochs;
+    plan.record["changes"] = guard.changes();
+    plan.record["same_as_epochs_flag"] = guard.reproducible();
+    recorder.set_field("time_budget", plan.record);
     recorder.set_field("config", cfg.to_json());
     recorder.set_extra("config", cfg.to_json().dump());
     if (cfg.epochs <= done) break;
@@ -586,34 +641,10 @@ int train_command(const TrainArgs& args, const Common& common) {
     }
     return 130;
   }
-  if ((!any_epoch && history.empty()) || (common.lead() && !fs::exists(best, ec)))
+  if ((!any_epoch && stored.history.empty()) || (common.lead() && !fs::exists(best, ec)))
     throw Error("training ran no epoch: nothing to evaluate (epochs " + std::to_string(cfg.epochs) +
                 ")");
-
-  // Test accuracy of the checkpoint with the best validation accuracy (read by rank 0, sent to
-  // the others; the test set is then shared among the ranks).
-  StoredRun best_run;
-  if (common.lead()) {
-    const Metadata best_meta = load(model, best);
-    best_run = stored_run(best_meta, best);
-    std::printf("\nbest validation accuracy %.6f at epoch %lld (%s)\n", best_run.best,
-                static_cast<long long>(best_run.best_epoch), best.c_str());
-  }
-  if (common.group != nullptr) broadcast_model(model, *common.group);
-  EvalOptions eo;
-  eo.replicas = common.group;
-  eo.batch_size = (cfg.batch_size + common.ranks() - 1) / common.ranks();  // the planned buffers
-  eo.flip = cfg.tta;
-  eo.shift = cfg.tta_shift;
-  print_views(eo);
-  const EvalResult test = evaluate(model, split.test, eo);
-  print_evaluation(
-      stdout, test,
-      std::vector<std::string>(fashion_mnist_class_names.begin(), fashion_mnist_class_names.end()));
-  json t = evaluation_json(test);
-  t["checkpoint"] = best;
-  t["best_epoch"] = best_run.best_epoch;
-  if (common.lead()) recorder.write(&t);
+  final_test(model, cfg, split.test, best, recorder, common);
   std::printf("\nwrote %s/{best.mrm,last.mrm,metrics.json,curves.csv,curves.svg}\n", out.c_str());
   return 0;
 }
