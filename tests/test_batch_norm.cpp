@@ -110,6 +110,33 @@ const Shape gradient_shapes[] = {
     {1, 3},        // rank 2, one sample: y = β, no gradient through x
 };
 
+// A fresh RandomBatchNorm<float> (set up with Rng(3), then prepare(bn)) after one training
+// step on x and dy: y, dx, dgamma, dbeta, moving_mean, moving_variance.
+template <class Prepare>
+std::vector<Tensor<float>> one_step(const Shape& s, const Tensor<float>& x, const Tensor<float>& dy,
+                                    Prepare&& prepare) {
+  RandomBatchNorm<float> bn;
+  Rng r(3);
+  setup(bn, s, r);
+  prepare(bn);
+  std::vector<Tensor<float>> out;
+  out.emplace_back(s);
+  out.emplace_back(s);
+  forward(bn, x, out[0], Mode::Train);
+  backward(bn, x, out[0], dy, &out[1]);
+  for (const Tensor<float>* t : {&bn.dgamma, &bn.dbeta, &bn.moving_mean, &bn.moving_variance})
+    out.push_back(t->clone());
+  return out;
+}
+
+void check_same_bits(const std::vector<Tensor<float>>& a, const std::vector<Tensor<float>>& b) {
+  REQUIRE(a.size() == b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    INFO("output " << i);
+    CHECK(std::memcmp(a[i].data(), b[i].data(), sizeof(float) * a[i].size()) == 0);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("BatchNorm gradients through the batch statistics match finite differences") {
@@ -319,27 +346,12 @@ TEST_CASE("BatchNorm results do not depend on the thread count") {
   const auto x = random_tensor<float>(rng, s);
   const auto dy = random_tensor<float>(rng, s);
   const int threads = num_threads();
-  auto run = [&](int t) {  // set up at the default count, run with t threads
-    RandomBatchNorm<float> bn;
-    Rng r(3);
-    setup(bn, s, r);
-    set_num_threads(t);
-    std::vector<Tensor<float>> out;
-    out.emplace_back(s);
-    out.emplace_back(s);
-    forward(bn, x, out[0], Mode::Train);
-    backward(bn, x, out[0], dy, &out[1]);
-    out.push_back(bn.dgamma.clone());
-    out.push_back(bn.moving_variance.clone());
-    return out;
-  };
-  const auto a = run(1);
+  // Set up at the default count, run with t threads.
+  const auto a = one_step(s, x, dy, [](BatchNorm<float>&) { set_num_threads(1); });
   set_num_threads(threads);
-  const auto b = run(2);
+  const auto b = one_step(s, x, dy, [](BatchNorm<float>&) { set_num_threads(2); });
   set_num_threads(threads);
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    CHECK(std::memcmp(a[i].data(), b[i].data(), sizeof(float) * a[i].size()) == 0);
-  }
+  check_same_bits(a, b);
 }
 
 TEST_CASE("BatchNorm with a statistics group of one process computes as without, bit for bit") {
@@ -353,27 +365,13 @@ TEST_CASE("BatchNorm with a statistics group of one process computes as without,
   const auto dy = random_tensor<float>(rng, s);
   for (bool relu : {false, true}) {
     auto run = [&](Collective* group) {
-      RandomBatchNorm<float> bn;
-      Rng r(3);
-      setup(bn, s, r);
-      bn.set_fused_relu(relu);
-      CHECK(bn.set_statistics_group(group));
-      std::vector<Tensor<float>> out;
-      out.emplace_back(s);
-      out.emplace_back(s);
-      forward(bn, x, out[0], Mode::Train);
-      backward(bn, x, out[0], dy, &out[1]);
-      out.push_back(bn.dgamma.clone());
-      out.push_back(bn.dbeta.clone());
-      out.push_back(bn.moving_mean.clone());
-      out.push_back(bn.moving_variance.clone());
-      return out;
+      return one_step(s, x, dy, [&](BatchNorm<float>& bn) {
+        bn.set_fused_relu(relu);
+        CHECK(bn.set_statistics_group(group));
+      });
     };
-    const auto a = run(nullptr), b = run(&one);
-    for (std::size_t i = 0; i < a.size(); ++i) {
-      INFO("output " << i << (relu ? ", fused ReLU" : ""));
-      CHECK(std::memcmp(a[i].data(), b[i].data(), sizeof(float) * a[i].size()) == 0);
-    }
+    INFO((relu ? "fused ReLU" : "no ReLU"));
+    check_same_bits(run(nullptr), run(&one));
   }
   SingleProcess group;
   for (const auto& shape : gradient_shapes) {

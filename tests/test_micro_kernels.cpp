@@ -224,26 +224,34 @@ std::vector<double> naive_conv3x3(const std::vector<T>& x, index_t n,
   return y;
 }
 
+// The shapes both Winograd tests run: borders, channel and filter counts that leave partial
+// blocks, many small images.
+struct WinogradCase {
+  const char* name;
+  kernels::WinogradShape s;
+  index_t n;
+};
+template <class T>
+std::vector<WinogradCase> winograd_cases() {
+  const index_t L = kernels::simd_width<T>();
+  return {
+      {"same, odd sizes", {3, 9, 10, 1, 1, 5, 9, 10}, 3},
+      {"valid", {2, 8, 7, 0, 0, 4, 6, 5}, 2},
+      {"padding 2 (an input gradient of a valid convolution)", {3, 5, 5, 2, 2, 2, 7, 7}, 2},
+      {"one channel, 4x4, many images", {1, 4, 4, 1, 1, 1, 4, 4}, 7},
+      {"4x4, many images, filters past a SIMD batch", {5, 4, 4, 1, 1, L + 3, 4, 4}, 7},
+      {"partial row blocks", {17, 6, 6, 1, 1, kernels::gemm_mr * 2 + 1, 6, 6}, 2},
+      {"1x1 output", {4, 3, 3, 0, 0, 3, 1, 1}, 5},
+  };
+}
+
 }  // namespace
 
 TEMPLATE_TEST_CASE("winograd_conv matches a direct 3x3 convolution", "", float, double) {
   using T = TestType;
   Rng rng(14);
   const index_t L = kernels::simd_width<T>(), panel = kernels::gemm_nv * L;
-  struct Case {
-    const char* name;
-    kernels::WinogradShape s;
-    index_t n;
-  };
-  const Case cases[] = {
-      {"same, odd sizes", {3, 9, 10, 1, 1, 5, 9, 10}, 3},
-      {"valid", {2, 8, 7, 0, 0, 4, 6, 5}, 2},
-      {"padding 2 (an input gradient of a valid convolution)", {3, 5, 5, 2, 2, 2, 7, 7}, 2},
-      {"one channel, 4x4, many images", {1, 4, 4, 1, 1, 1, 4, 4}, 7},
-      {"partial row blocks", {17, 6, 6, 1, 1, kernels::gemm_mr * 2 + 1, 6, 6}, 2},
-      {"1x1 output", {4, 3, 3, 0, 0, 3, 1, 1}, 5},
-  };
-  for (const auto& c : cases) {
+  for (const auto& c : winograd_cases<T>()) {
     const auto& s = c.s;
     for (index_t block : {panel, kernels::winograd_block<T>(s.channels, s.filters)}) {
       for (bool accumulate : {false, true}) {
@@ -290,20 +298,7 @@ TEMPLATE_TEST_CASE("winograd_weight_grad matches a direct weight gradient", "", 
   using T = TestType;
   Rng rng(15);
   const index_t L = kernels::simd_width<T>(), panel = kernels::gemm_nv * L;
-  struct Case {
-    const char* name;
-    kernels::WinogradShape s;
-    index_t n;
-  };
-  const Case cases[] = {
-      {"same, odd sizes", {3, 9, 10, 1, 1, 5, 9, 10}, 3},
-      {"valid", {2, 8, 7, 0, 0, 4, 6, 5}, 2},
-      {"padding 2", {3, 5, 5, 2, 2, 2, 7, 7}, 2},
-      {"4x4, many images, filters past a SIMD batch", {5, 4, 4, 1, 1, L + 3, 4, 4}, 7},
-      {"partial row blocks", {17, 6, 6, 1, 1, kernels::gemm_mr * 2 + 1, 6, 6}, 2},
-      {"1x1 output", {4, 3, 3, 0, 0, 3, 1, 1}, 5},
-  };
-  for (const auto& c : cases) {
+  for (const auto& c : winograd_cases<T>()) {
     const auto& s = c.s;
     for (index_t block : {panel, kernels::winograd_block<T>(s.channels, s.filters)}) {
       INFO(c.name << ", block " << block);

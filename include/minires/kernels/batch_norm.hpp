@@ -94,6 +94,71 @@ void for_channels(const BatchNormDims& d, Body&& body) {
                });
 }
 
+// Σx over channel c.
+template <class T>
+double channel_sum(const T* x, const BatchNormDims& d, index_t c) {
+  double sum_x = 0.0;
+  for_channel_runs(d, c, [&](index_t off, index_t len) {
+    sum_x += static_cast<double>(ConstArrayMap<T>(x + off, len).sum());
+  });
+  return sum_x;
+}
+
+// Σe and Σe² over channel c, e = x − mu_t.
+template <class T>
+void channel_deviation_sums(const T* x, const BatchNormDims& d, index_t c, T mu_t, double& sum_e,
+                            double& sum_e2) {
+  sum_e = 0.0;
+  sum_e2 = 0.0;
+  for_channel_runs(d, c, [&](index_t off, index_t len) {
+    const auto e = ConstArrayMap<T>(x + off, len) - mu_t;
+    sum_e += static_cast<double>(e.sum());
+    sum_e2 += static_cast<double>(e.square().sum());
+  });
+}
+
+// From the m values' deviation sums around mu_t: mean = mu_t + Σe/m, var = Σe²/m − (Σe/m)²
+// and rstd (written at c), then y = γ·r·(x − mu_t) + β + γ·r·(mu_t − mean) over channel c.
+template <class T>
+void normalize_channel(const T* x, const BatchNormDims& d, index_t c, T mu_t, double sum_e,
+                       double sum_e2, double m, const T* gamma, const T* beta, double epsilon, T* y,
+                       double* mean, double* var, double* rstd, bool relu) {
+  const double mu = static_cast<double>(mu_t) + sum_e / m;
+  const double v = std::max(0.0, sum_e2 / m - (sum_e / m) * (sum_e / m));
+  const double r = 1.0 / std::sqrt(v + epsilon);
+  mean[c] = mu;
+  var[c] = v;
+  rstd[c] = r;
+  channel_affine(x, d, c, mu_t, static_cast<T>(gamma[c] * r),
+                 static_cast<T>(beta[c] + gamma[c] * r * (mu_t - mu)), y, relu);
+}
+
+// Σg and Σg·(x − mu_t) over channel c, g = dy (masked by the fused ReLU's output z when relu).
+template <class T>
+void channel_grad_sums(const T* x, const T* dy, const T* z, bool relu, const BatchNormDims& d,
+                       index_t c, T mu_t, double& sum_dy, double& sum_dy_xc) {
+  sum_dy = 0.0;
+  sum_dy_xc = 0.0;
+  alignas(64) T buf[bn_segment];
+  for_channel_runs(d, c, [&](index_t off, index_t len) {
+    const auto g = ConstArrayMap<T>(run_grad(dy, z, relu, off, len, buf), len);
+    sum_dy += static_cast<double>(g.sum());
+    sum_dy_xc += static_cast<double>((g * (ConstArrayMap<T>(x + off, len) - mu_t)).sum());
+  });
+}
+
+// dx += a·g + b·(x − mu_t) + k over channel c (g as in channel_grad_sums).
+template <class T>
+void channel_grad_apply(const T* x, const T* dy, const T* z, bool relu, const BatchNormDims& d,
+                        index_t c, T mu_t, double a, double b, double k, T* dx) {
+  const T at = static_cast<T>(a), bt = static_cast<T>(b), kt = static_cast<T>(k);
+  alignas(64) T buf[bn_segment];
+  for_channel_runs(d, c, [&](index_t off, index_t len) {
+    const auto g = ConstArrayMap<T>(run_grad(dy, z, relu, off, len, buf), len);
+    ArrayMap<T>(dx + off, len) += at * g + bt * (ConstArrayMap<T>(x + off, len) - mu_t) + kt;
+  });
+}
+
 }  // namespace detail
 
 // Training forward: batch mean and biased variance per channel (written to mean, var), the rstd
@@ -102,31 +167,15 @@ template <class T>
 void batch_norm_forward_train(const T* x, const BatchNormDims& d, const T* gamma, const T* beta,
                               double epsilon, T* y, double* mean, double* var, double* rstd,
                               bool relu = false) {
-  using detail::ConstArrayMap;
   const double m = static_cast<double>(d.count());
   detail::for_channels(d, [&](index_t c) {
     // Corrected two-pass algorithm: a first mean rounded to T, then the sums of the deviations
     // from it, e = x − mu_t, give mean = mu_t + Σe/m and var = Σe²/m − (Σe/m)².
-    double sum_x = 0.0;
-    detail::for_channel_runs(d, c, [&](index_t off, index_t len) {
-      sum_x += static_cast<double>(ConstArrayMap<T>(x + off, len).sum());
-    });
-    const T mu_t = static_cast<T>(sum_x / m);
+    const T mu_t = static_cast<T>(detail::channel_sum(x, d, c) / m);
     double sum_e = 0.0, sum_e2 = 0.0;
-    detail::for_channel_runs(d, c, [&](index_t off, index_t len) {
-      const auto e = ConstArrayMap<T>(x + off, len) - mu_t;
-      sum_e += static_cast<double>(e.sum());
-      sum_e2 += static_cast<double>(e.square().sum());
-    });
-    const double mu = static_cast<double>(mu_t) + sum_e / m;
-    const double v = std::max(0.0, sum_e2 / m - (sum_e / m) * (sum_e / m));
-    const double r = 1.0 / std::sqrt(v + epsilon);
-    mean[c] = mu;
-    var[c] = v;
-    rstd[c] = r;
-    // y = γ·r·(x − mu_t) + β + γ·r·(mu_t − mu)
-    detail::channel_affine(x, d, c, mu_t, static_cast<T>(gamma[c] * r),
-                           static_cast<T>(beta[c] + gamma[c] * r * (mu_t - mu)), y, relu);
+    detail::channel_deviation_sums(x, d, c, mu_t, sum_e, sum_e2);
+    detail::normalize_channel(x, d, c, mu_t, sum_e, sum_e2, m, gamma, beta, epsilon, y, mean, var,
+                              rstd, relu);
   });
 }
 
@@ -161,20 +210,13 @@ template <class T>
 void batch_norm_backward(const T* x, const T* dy, const BatchNormDims& d, const T* gamma,
                          const double* mean, const double* rstd, bool batch_statistics, T* dx,
                          T* dgamma, T* dbeta, const T* z = nullptr, bool relu = false) {
-  using detail::ArrayMap;
-  using detail::ConstArrayMap;
   const double m = static_cast<double>(d.count());
   detail::for_channels(d, [&](index_t c) {
     const T mu_t = static_cast<T>(mean[c]);
     const double r = rstd[c];
     // Σ dy and Σ dy·(x − mu_t) in one pass; Σ dy·x̂ = r · (Σ dy·(x − mu_t) + (mu_t − mean)·Σ dy).
     double sum_dy = 0.0, sum_dy_xc = 0.0;
-    alignas(64) T buf[detail::bn_segment];
-    detail::for_channel_runs(d, c, [&](index_t off, index_t len) {
-      const auto g = ConstArrayMap<T>(detail::run_grad(dy, z, relu, off, len, buf), len);
-      sum_dy += static_cast<double>(g.sum());
-      sum_dy_xc += static_cast<double>((g * (ConstArrayMap<T>(x + off, len) - mu_t)).sum());
-    });
+    detail::channel_grad_sums(x, dy, z, relu, d, c, mu_t, sum_dy, sum_dy_xc);
     const double sum_dy_xhat = r * (sum_dy_xc + (mu_t - mean[c]) * sum_dy);
     dbeta[c] += static_cast<T>(sum_dy);
     dgamma[c] += static_cast<T>(sum_dy_xhat);
@@ -184,11 +226,7 @@ void batch_norm_backward(const T* x, const T* dy, const BatchNormDims& d, const 
     const double a = static_cast<double>(gamma[c]) * r;
     const double b = batch_statistics ? -a * r * sum_dy_xhat / m : 0.0;
     const double k = batch_statistics ? -a * sum_dy / m + b * (mu_t - mean[c]) : 0.0;
-    const T at = static_cast<T>(a), bt = static_cast<T>(b), kt = static_cast<T>(k);
-    detail::for_channel_runs(d, c, [&](index_t off, index_t len) {
-      const auto g = ConstArrayMap<T>(detail::run_grad(dy, z, relu, off, len, buf), len);
-      ArrayMap<T>(dx + off, len) += at * g + bt * (ConstArrayMap<T>(x + off, len) - mu_t) + kt;
-    });
+    detail::channel_grad_apply(x, dy, z, relu, d, c, mu_t, a, b, k, dx);
   });
 }
 
@@ -209,42 +247,19 @@ double batch_norm_forward_train_group(const T* x, const BatchNormDims& d, const 
                                       const T* beta, double epsilon, T* y, double* mean,
                                       double* var, double* rstd, bool relu, double* sums,
                                       Reduce&& reduce) {
-  using detail::ConstArrayMap;
   const index_t C = d.channels;
-  detail::for_channels(d, [&](index_t c) {
-    double sum_x = 0.0;
-    detail::for_channel_runs(d, c, [&](index_t off, index_t len) {
-      sum_x += static_cast<double>(ConstArrayMap<T>(x + off, len).sum());
-    });
-    sums[c] = sum_x;
-  });
+  detail::for_channels(d, [&](index_t c) { sums[c] = detail::channel_sum(x, d, c); });
   sums[C] = static_cast<double>(d.count());
   reduce(sums, C + 1);
   const double m = sums[C];
   for (index_t c = 0; c < C; ++c) mean[c] = static_cast<double>(static_cast<T>(sums[c] / m));
   detail::for_channels(d, [&](index_t c) {  // deviations from the rounded mean mu_t
-    const T mu_t = static_cast<T>(mean[c]);
-    double sum_e = 0.0, sum_e2 = 0.0;
-    detail::for_channel_runs(d, c, [&](index_t off, index_t len) {
-      const auto e = ConstArrayMap<T>(x + off, len) - mu_t;
-      sum_e += static_cast<double>(e.sum());
-      sum_e2 += static_cast<double>(e.square().sum());
-    });
-    sums[c] = sum_e;
-    sums[C + c] = sum_e2;
+    detail::channel_deviation_sums(x, d, c, static_cast<T>(mean[c]), sums[c], sums[C + c]);
   });
   reduce(sums, 2 * C);
   detail::for_channels(d, [&](index_t c) {
-    const T mu_t = static_cast<T>(mean[c]);
-    const double sum_e = sums[c], sum_e2 = sums[C + c];
-    const double mu = static_cast<double>(mu_t) + sum_e / m;
-    const double v = std::max(0.0, sum_e2 / m - (sum_e / m) * (sum_e / m));
-    const double r = 1.0 / std::sqrt(v + epsilon);
-    mean[c] = mu;
-    var[c] = v;
-    rstd[c] = r;
-    detail::channel_affine(x, d, c, mu_t, static_cast<T>(gamma[c] * r),
-                           static_cast<T>(beta[c] + gamma[c] * r * (mu_t - mu)), y, relu);
+    detail::normalize_channel(x, d, c, static_cast<T>(mean[c]), sums[c], sums[C + c], m, gamma,
+                              beta, epsilon, y, mean, var, rstd, relu);
   });
   return m;
 }
@@ -256,18 +271,11 @@ template <class T, class Reduce>
 void batch_norm_backward_group(const T* x, const T* dy, const BatchNormDims& d, const T* gamma,
                                const double* mean, const double* rstd, double m, T* dx, T* dgamma,
                                T* dbeta, const T* z, bool relu, double* sums, Reduce&& reduce) {
-  using detail::ArrayMap;
-  using detail::ConstArrayMap;
   const index_t C = d.channels;
   detail::for_channels(d, [&](index_t c) {
     const T mu_t = static_cast<T>(mean[c]);
     double sum_dy = 0.0, sum_dy_xc = 0.0;
-    alignas(64) T buf[detail::bn_segment];
-    detail::for_channel_runs(d, c, [&](index_t off, index_t len) {
-      const auto g = ConstArrayMap<T>(detail::run_grad(dy, z, relu, off, len, buf), len);
-      sum_dy += static_cast<double>(g.sum());
-      sum_dy_xc += static_cast<double>((g * (ConstArrayMap<T>(x + off, len) - mu_t)).sum());
-    });
+    detail::channel_grad_sums(x, dy, z, relu, d, c, mu_t, sum_dy, sum_dy_xc);
     dbeta[c] += static_cast<T>(sum_dy);
     dgamma[c] += static_cast<T>(rstd[c] * (sum_dy_xc + (mu_t - mean[c]) * sum_dy));
     sums[c] = sum_dy;
@@ -282,12 +290,7 @@ void batch_norm_backward_group(const T* x, const T* dy, const BatchNormDims& d, 
     const double a = static_cast<double>(gamma[c]) * r;
     const double b = -a * r * sum_dy_xhat / m;
     const double k = -a * sum_dy / m + b * (mu_t - mean[c]);
-    const T at = static_cast<T>(a), bt = static_cast<T>(b), kt = static_cast<T>(k);
-    alignas(64) T buf[detail::bn_segment];
-    detail::for_channel_runs(d, c, [&](index_t off, index_t len) {
-      const auto g = ConstArrayMap<T>(detail::run_grad(dy, z, relu, off, len, buf), len);
-      ArrayMap<T>(dx + off, len) += at * g + bt * (ConstArrayMap<T>(x + off, len) - mu_t) + kt;
-    });
+    detail::channel_grad_apply(x, dy, z, relu, d, c, mu_t, a, b, k, dx);
   });
 }
 
