@@ -462,9 +462,8 @@ BudgetPlan plan_budget(double budget, double elapsed, index_t steps, Config& cfg
 }
 
 // The run's first lines: the program, model, threads, data, ranks, configuration and the model.
-void print_run_header(const Config& cfg, Model<float>& model,
-                      const FashionMnistSplit<float>& split, const TrainArgs& args,
-                      const Common& common) {
+void print_run_header(const Config& cfg, Model<float>& model, const FashionMnistSplit<float>& split,
+                      const TrainArgs& args, const Common& common) {
   std::printf(
       "minires %s  model %s  threads %d  train %lld  validation %lld  test %lld\n", version_string,
       cfg.model.c_str(), num_threads(), static_cast<long long>(split.train.size()),
