@@ -101,11 +101,20 @@ inline index_t epochs_left(double budget, double elapsed, const RunCosts& c) {
   return static_cast<index_t>(std::clamp(n, 0.0, 1e9));
 }
 
-// The epochs a run plans: epochs_left, at least 1 (a run trains at least one epoch, even over
-// budget), at most max_epochs.
-inline index_t epochs_within(double budget, double elapsed, const RunCosts& c, index_t max_epochs) {
-  return std::clamp<index_t>(epochs_left(budget, elapsed, c), 1, max_epochs);
+// The share of an epoch's time that a plan keeps free for the speed to vary: consecutive
+// epochs of one run differ by up to about 10% on a shared host.
+constexpr double epoch_headroom = 0.10;
+
+inline RunCosts with_headroom(const RunCosts& c) {
+  return {c.epoch_seconds * (1 + epoch_headroom), c.test_seconds};
 }
+
+// The epochs a run plans: those that fit with the headroom, at least 1 (a run trains at least
+// one epoch, even over budget), at most max_epochs.
+inline index_t epochs_within(double budget, double elapsed, const RunCosts& c, index_t max_epochs) {
+  return std::clamp<index_t>(epochs_left(budget, elapsed, with_headroom(c)), 1, max_epochs);
+}
+
 
 // The epochs during which a run may re-plan its length both ways: the first, when its learning
 // rate does not depend on the length (a warm-up, a constant or a step schedule: a cosine decay
@@ -114,21 +123,16 @@ inline index_t free_epochs(const std::string& schedule, index_t warmup_epochs) {
   return schedule == "cosine" && warmup_epochs < 1 ? 0 : 1;
 }
 
-// The share of an epoch's time that a re-planned length keeps free for the speed to vary:
-// consecutive epochs of one run differ by up to about 10% on a shared host.
-constexpr double replan_headroom = 0.10;
 
 // The plan after an epoch: `done` epochs of `planned` took `elapsed` seconds of the budget, and
 // epochs now take `at_this_speed.epoch_seconds` (with validation; the mean of the last few).
-// Within the free epochs the plan becomes the epochs that fit at that speed with the headroom
-// (at least `done`, at most max_epochs), so a run that only changed there equals `--epochs N`;
+// Within the free epochs the plan becomes the epochs that fit at that speed with the headroom,
+// as the first plan did (at least `done`, at most max_epochs), so a run that only changed there equals `--epochs N`;
 // later it only shrinks, and only when the rest would end after the budget.
 inline index_t replan(double budget, double elapsed, const RunCosts& at_this_speed, index_t done,
                       index_t planned, index_t free, index_t max_epochs) {
   if (done <= free) {
-    const RunCosts with_headroom{at_this_speed.epoch_seconds * (1 + replan_headroom),
-                                 at_this_speed.test_seconds};
-    const index_t fit = done + epochs_left(budget, elapsed, with_headroom);
+    const index_t fit = done + epochs_left(budget, elapsed, with_headroom(at_this_speed));
     return std::clamp(fit, std::max<index_t>(done, 1), std::max(max_epochs, done));
   }
   if (done >= planned) return planned;

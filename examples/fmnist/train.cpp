@@ -444,7 +444,7 @@ BudgetPlan plan_budget(double budget, double elapsed, index_t steps, Config& cfg
   std::snprintf(
       line, sizeof line,
       "time budget %s: %lld epochs of %lld steps at ~%.0f images/s (measured): ~%s per epoch "
-      "with validation, ~%s of test; ends in ~%s (%s so far)%s\n",
+      "with validation (planned with 10%% to spare), ~%s of test; ends in ~%s (%s so far)%s\n",
       format_duration(budget).c_str(), static_cast<long long>(cfg.epochs),
       static_cast<long long>(steps), speed.train, format_duration(costs.epoch_seconds).c_str(),
       format_duration(costs.test_seconds).c_str(), format_duration(total).c_str(),
