@@ -438,18 +438,21 @@ BudgetPlan plan_budget(double budget, double elapsed, index_t steps, Config& cfg
   const RunCosts costs = run_costs(split.train.size(), split.validation.size(), split.test.size(),
                                    views, cfg.precise_bn, cfg.batch_size, speed.train, speed.eval);
   cfg.epochs = epochs_within(budget, elapsed, costs, Limits::max_epochs);
-  const double total =
-      elapsed + static_cast<double>(cfg.epochs) * costs.epoch_seconds + costs.test_seconds;
+  const auto ends = [&](const RunCosts& c) {
+    return elapsed + static_cast<double>(cfg.epochs) * c.epoch_seconds + c.test_seconds;
+  };
+  const double total = ends(costs), slower = ends(with_headroom(costs));
   char line[512];
   std::snprintf(
       line, sizeof line,
       "time budget %s: %lld epochs of %lld steps at ~%.0f images/s (measured): ~%s per epoch "
-      "with validation (planned with 10%% to spare), ~%s of test; ends in ~%s (%s so far)%s\n",
+      "with validation, ~%s of test; ends in ~%s at that speed, ~%s if epochs are 10%% slower "
+      "(%s so far)%s\n",
       format_duration(budget).c_str(), static_cast<long long>(cfg.epochs),
       static_cast<long long>(steps), speed.train, format_duration(costs.epoch_seconds).c_str(),
       format_duration(costs.test_seconds).c_str(), format_duration(total).c_str(),
-      format_duration(elapsed).c_str(),
-      total > budget ? " (one epoch is the least a run trains: over budget)" : "");
+      format_duration(slower).c_str(), format_duration(elapsed).c_str(),
+      slower > budget ? " (one epoch is the least a run trains: over budget)" : "");
   return {costs.test_seconds,
           line,
           {{"seconds", budget},
