@@ -121,6 +121,13 @@ foreach(f best.mrm last.mrm curves.csv curves.svg)
 endforeach()
 message(STATUS "a 25 s budget: ${run_epochs} epochs in ${budget_took} s, ${budget_changes} "
                "change(s) of plan, the same as --epochs ${run_epochs}: ${budget_exact}")
+# The checkpoint holds the final length too (a change of plan is recorded before the epoch's
+# checkpoint is written): resuming the finished run trains nothing more, it only tests again.
+run(TRUE "resuming after epoch ${run_epochs} .*test accuracy 0\\.[0-9]+"
+    ${FMNIST} train --resume --threads 2 --data ${SUBSET_DATA} --out ${OUT}-budget)
+if(last_output MATCHES "epoch [0-9]+/[0-9]+  loss")
+  message(FATAL_ERROR "resuming the finished budget run trained again:\n${last_output}")
+endif()
 
 run(TRUE "test accuracy 0\\.[0-9]+" ${FMNIST} evaluate --model-file ${OUT}/best.mrm --data ${SUBSET_DATA})
 run(TRUE "test-time augmentation.*validation accuracy 0\\.[0-9]+.*test accuracy 0\\.[0-9]+"

@@ -115,7 +115,6 @@ inline index_t epochs_within(double budget, double elapsed, const RunCosts& c, i
   return std::clamp<index_t>(epochs_left(budget, elapsed, with_headroom(c)), 1, max_epochs);
 }
 
-
 // The epochs during which a run may re-plan its length both ways: the first, when its learning
 // rate does not depend on the length (a warm-up, a constant or a step schedule: a cosine decay
 // without warm-up already depends on it); none otherwise.
@@ -123,12 +122,13 @@ inline index_t free_epochs(const std::string& schedule, index_t warmup_epochs) {
   return schedule == "cosine" && warmup_epochs < 1 ? 0 : 1;
 }
 
-
 // The plan after an epoch: `done` epochs of `planned` took `elapsed` seconds of the budget, and
 // epochs now take `at_this_speed.epoch_seconds` (with validation; the mean of the last few).
 // Within the free epochs the plan becomes the epochs that fit at that speed with the headroom,
-// as the first plan did (at least `done`, at most max_epochs), so a run that only changed there equals `--epochs N`;
-// later it only shrinks, and only when the rest would end after the budget.
+// as the first plan did (at least `done`, at most max_epochs), so a run that only changed there
+// equals `--epochs N`. Later it only shrinks, and only when the rest would end after the budget
+// itself; it then shrinks to what fits with the margin, so a run that keeps slowing does not
+// shrink by one epoch after every epoch.
 inline index_t replan(double budget, double elapsed, const RunCosts& at_this_speed, index_t done,
                       index_t planned, index_t free, index_t max_epochs) {
   if (done <= free) {

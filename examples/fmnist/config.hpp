@@ -260,8 +260,9 @@ inline Config Settings::resolve() const {
     c.standardize = false;
     c.label_smoothing = 0;  // the seed keeps Keras' loss
   }
-  // (The ResNet's 40 epochs: docs/results.md, the accuracy per epoch. Keras 2.0's clip stalls
-  // the seed model, so it is off for both.)
+  // (The ResNet's 40 epochs are only a fallback: fmnist train gives a new ResNet run a
+  // 30-minute budget unless --epochs is given, and a resumed run keeps its stored length.
+  // Keras 2.0's clip stalls the seed model, so it is off for both: docs/results.md.)
   for_each_setting(*this, c, [](const char*, const auto& given, auto& value) {
     if (given) value = *given;
   });

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -299,9 +300,11 @@ Speeds measure_speeds(const Config& cfg, const FashionMnistSplit<float>& split, 
   return s;
 }
 
-// After each epoch (on rank 0), re-plans the run at the speed of the epoch just done
-// (replan: after the first epoch both ways, later only shorter). A change asks fit() to
-// stop; train_command continues with the new length.
+// After each epoch (on rank 0), re-plans the run (replan: within the free epochs both ways at
+// that epoch's speed, later only shorter at the mean speed of the last three). A change calls
+// the on_change hook (which records the new length before the epoch's checkpoint and
+// metrics.json are written: the guard runs before them) and asks fit() to stop;
+// train_command continues with the new length.
 class BudgetGuard : public Callback<float> {
  public:
   using clock = std::chrono::steady_clock;
@@ -315,6 +318,7 @@ class BudgetGuard : public Callback<float> {
         max_epochs_(max_epochs) {
     last_ = clock::now();
   }
+  void on_change(std::function<void(index_t epochs)> f) { on_change_ = std::move(f); }
   void on_epoch_begin(index_t) override {
     if (!started_) last_ = clock::now();
     started_ = true;
@@ -351,6 +355,7 @@ class BudgetGuard : public Callback<float> {
     }
     std::fflush(stdout);
     changes_.push_back({{"after_epoch", s.epoch}, {"from", planned}, {"to", epochs_}});
+    if (on_change_) on_change_(epochs_);
     return false;
   }
   index_t epochs() const noexcept { return epochs_; }
@@ -372,6 +377,7 @@ class BudgetGuard : public Callback<float> {
   bool started_ = false;
   std::vector<double> recent_;  // the last epochs' wall times
   json changes_ = json::array();
+  std::function<void(index_t)> on_change_;
 };
 
 // The time budget in seconds (0: none): --time-budget, or 30 minutes for the ResNet when
@@ -431,9 +437,11 @@ struct BudgetPlan {
   std::string line;         // "time budget 30.0 min: 21 epochs of 430 steps at ..."
   json record;              // metrics.json's "time_budget"
 };
-BudgetPlan plan_budget(double budget, double elapsed, index_t steps, Config& cfg,
-                       const FashionMnistSplit<float>& split, const Common& common) {
+BudgetPlan plan_budget(double budget, std::chrono::steady_clock::time_point started, index_t steps,
+                       Config& cfg, const FashionMnistSplit<float>& split, const Common& common) {
   const Speeds speed = measure_speeds(cfg, split, common);
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   const index_t views = (cfg.tta ? 2 : 1) * (cfg.tta_shift > 0 ? 5 : 1);
   const RunCosts costs = run_costs(split.train.size(), split.validation.size(), split.test.size(),
                                    views, cfg.precise_bn, cfg.batch_size, speed.train, speed.eval);
@@ -550,11 +558,7 @@ int train_command(const TrainArgs& args, const Common& common) {
   if (args.resume) load(model, last, optimizer.get());
 
   BudgetPlan plan;  // none: a null record
-  if (budget > 0) {
-    const double elapsed =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    plan = plan_budget(budget, elapsed, steps, cfg, split, common);
-  }
+  if (budget > 0) plan = plan_budget(budget, started, steps, cfg, split, common);
   print_run_header(cfg, model, split, args, common);  // with the planned epochs
   if (args.resume) {
     std::printf("resuming after epoch %lld from %s, with the settings stored there%s\n",
@@ -602,10 +606,23 @@ int train_command(const TrainArgs& args, const Common& common) {
   SoftmaxCrossEntropy<float> loss(loss_options);
 
   fo.validation = split.validation;
-  fo.callbacks = {progress, recorder, checkpoint};  // fit() runs them on rank 0 only
   BudgetGuard guard(budget, started, cfg.epochs, plan.test_seconds,
                     free_epochs(cfg.schedule, cfg.warmup_epochs), Limits::max_epochs);
+  // A change of plan is recorded before the epoch's checkpoint and metrics.json are written,
+  // so both (and a --resume from them) hold the new length.
+  guard.on_change([&](index_t epochs) {
+    cfg.epochs = epochs;
+    plan.record["epochs"] = epochs;
+    plan.record["changes"] = guard.changes();
+    plan.record["same_as_epochs_flag"] = guard.reproducible();
+    recorder.set_field("time_budget", plan.record);
+    recorder.set_field("config", cfg.to_json());
+    recorder.set_extra("config", cfg.to_json().dump());
+  });
+  fo.callbacks = {progress};  // fit() runs them on rank 0 only, in this order
   if (budget > 0) fo.callbacks.push_back(guard);
+  fo.callbacks.push_back(recorder);
+  fo.callbacks.push_back(checkpoint);
   History h = fit(model, loss, *optimizer, split.train, fo);
   bool any_epoch = !h.epochs.empty();
   // A budget guard that stopped the run: continue with the epochs that fit now (the same count
@@ -615,12 +632,6 @@ int train_command(const TrainArgs& args, const Common& common) {
     if (common.group != nullptr) common.group->broadcast(&epochs, 1, 0);
     const index_t done = h.epochs.back().epoch;
     cfg.epochs = static_cast<index_t>(epochs);
-    plan.record["epochs"] = cfg.epochs;
-    plan.record["changes"] = guard.changes();
-    plan.record["same_as_epochs_flag"] = guard.reproducible();
-    recorder.set_field("time_budget", plan.record);
-    recorder.set_field("config", cfg.to_json());
-    recorder.set_extra("config", cfg.to_json().dump());
     if (cfg.epochs <= done) break;
     fo.epochs = cfg.epochs;
     fo.initial_epoch = done;
