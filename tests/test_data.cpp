@@ -580,6 +580,31 @@ Draw draw(Rng& rng, index_t pad, double flip_probability) {
   return {dy, dx, rng.uniform() < flip_probability};
 }
 
+// The erased rectangle ImageDataset documents (rows [y0, y0 + h), columns [x0, x0 + w)), drawn
+// in its order; h = 0 when no rectangle is erased.
+struct Erasure {
+  index_t y0 = 0, x0 = 0, h = 0, w = 0;
+};
+Erasure draw_erasure(Rng& rng, index_t rows, index_t cols, double p, double area_min,
+                     double area_max, double aspect_min) {
+  Erasure e;
+  if (!(rng.uniform() < p)) return e;
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double area = (area_min + (area_max - area_min) * rng.uniform()) * double(rows * cols);
+    const double la = std::log(aspect_min);
+    const double aspect = std::exp(la + (-la - la) * rng.uniform());
+    const auto h = index_t(std::lround(std::sqrt(area * aspect)));
+    const auto w = index_t(std::lround(std::sqrt(area / aspect)));
+    if (h < 1 || h >= rows || w < 1 || w >= cols) continue;
+    e.h = h;
+    e.w = w;
+    e.y0 = index_t(rng.uniform_int(std::uint64_t(rows - h + 1)));
+    e.x0 = index_t(rng.uniform_int(std::uint64_t(cols - w + 1)));
+    return e;
+  }
+  return e;
+}
+
 }  // namespace
 
 TEST_CASE("augmentation: a single bright pixel moves by the drawn shift and flip") {
@@ -704,10 +729,99 @@ TEST_CASE("augmentation is deterministic per generator state and off without a g
                   ValueError);
 }
 
+TEST_CASE("random erasing sets the drawn rectangle to 0 and leaves the rest, after crops") {
+  const index_t n = 10, h = 12, w = 9, pad = 2;
+  const IdxImages im = make_images(n, h, w, 31);
+  const auto data = labelled(im, make_labels(n, 10));
+  const std::vector<index_t> order = {3, 0, 9, 3, 5, 7, 1, 2};
+  for (const bool crops : {false, true}) {
+    auto options = ImageDatasetOptions().standardize(0.4, 0.3).erasing(0.6, 0.05, 0.5, 0.4);
+    if (crops) options.augmentation(pad, 0.5);
+    const ImageDataset<double> d(data, 10, options);
+    const ImageDataset<double> plain(data, 10, ImageDatasetOptions().standardize(0.4, 0.3));
+    int erased = 0, kept = 0;
+    std::set<std::pair<index_t, index_t>> sizes;
+    for (std::uint64_t seed = 0; seed < 40; ++seed) {
+      Rng rng(seed), replay(seed);
+      auto [x, labels] = batch(d, order, &rng);
+      for (std::size_t i = 0; i < order.size(); ++i) {
+        std::vector<double> want(std::size_t(h * w));
+        const auto conv = [](double p) { return (p / 255.0 - 0.4) / 0.3; };
+        if (crops) {
+          const Draw t = draw(replay, pad, 0.5);
+          const auto ref = reference_crop(im.image(order[i]), h, w, pad, t.dy, t.dx, t.flip);
+          for (std::size_t j = 0; j < want.size(); ++j) want[j] = conv(ref[j]);
+        } else {
+          for (std::size_t j = 0; j < want.size(); ++j) want[j] = conv(im.image(order[i])[j]);
+        }
+        const Erasure e = draw_erasure(replay, h, w, 0.6, 0.05, 0.5, 0.4);
+        if (e.h > 0) {
+          ++erased;
+          sizes.insert({e.h, e.w});
+          // The rectangle covers the drawn share of the image, within rounding.
+          CHECK(double(e.h * e.w) >= 0.5 * 0.05 * double(h * w));
+          CHECK(double(e.h * e.w) <= 1.5 * 0.5 * double(h * w));
+          for (index_t y = e.y0; y < e.y0 + e.h; ++y)
+            for (index_t c = e.x0; c < e.x0 + e.w; ++c) want[std::size_t(y * w + c)] = 0.0;
+        } else {
+          ++kept;
+        }
+        for (index_t j = 0; j < h * w; ++j) {
+          INFO("crops " << crops << " seed " << seed << " sample " << i << " pixel " << j);
+          REQUIRE(x[index_t(i) * h * w + j] == Approx(want[std::size_t(j)]).margin(1e-12));
+        }
+      }
+      CHECK(rng.next() == replay.next());        // exactly the documented draws were made
+      auto [xn, ln] = batch(d, order, nullptr);  // evaluating: nothing erased
+      auto [xp, lp] = batch(plain, order, nullptr);
+      REQUIRE(std::equal(xn.begin(), xn.end(), xp.begin()));
+    }
+    const double share = double(erased) / double(erased + kept);
+    CHECK(share > 0.45);  // p = 0.6 over 320 samples
+    CHECK(share < 0.75);
+    CHECK(sizes.size() > 10);
+  }
+}
+
+TEST_CASE("random erasing is off at probability 0 and rejects bad options") {
+  const IdxImages im = make_images(8, 28, 28, 12);
+  const auto data = labelled(im, make_labels(8, 10));
+  const std::vector<index_t> order = iota(8);
+  // Probability 0 draws nothing more than the crops and flips: old runs replay unchanged.
+  const ImageDataset<float> a(data, 10, ImageDatasetOptions().augmentation());
+  const ImageDataset<float> b(data, 10, ImageDatasetOptions().augmentation().erasing(0.0));
+  Rng ra(5), rb(5);
+  auto [xa, la] = batch(a, order, &ra);
+  auto [xb, lb] = batch(b, order, &rb);
+  CHECK(std::equal(xa.begin(), xa.end(), xb.begin()));
+  CHECK(ra.next() == rb.next());
+  // Erasing alone (no crops or flips) changes some pixels to 0 and advances the generator.
+  const ImageDataset<float> e(data, 10, ImageDatasetOptions().erasing(1.0));
+  Rng re(5), fresh(5);
+  auto [xe, le] = batch(e, order, &re);
+  auto [xp, lp] = batch(e, order, nullptr);
+  CHECK_FALSE(std::equal(xe.begin(), xe.end(), xp.begin()));
+  CHECK(re.next() != fresh.next());
+  CHECK(le == lp);
+
+  const auto bad = [&](ImageDatasetOptions o) {
+    CHECK_THROWS_AS(ImageDataset<float>(data, 10, o), ValueError);
+  };
+  bad(ImageDatasetOptions().erasing(1.5));
+  bad(ImageDatasetOptions().erasing(-0.1));
+  bad(ImageDatasetOptions().erasing(0.5, 0.0, 0.4));
+  bad(ImageDatasetOptions().erasing(0.5, 0.5, 0.4));
+  bad(ImageDatasetOptions().erasing(0.5, 0.02, 1.0));
+  bad(ImageDatasetOptions().erasing(0.5, 0.02, 0.4, 0.0));
+  bad(ImageDatasetOptions().erasing(0.5, 0.02, 0.4, 1.5));
+  bad(ImageDatasetOptions().erasing(std::nan("")));
+}
+
 TEST_CASE("ImageDataset::get allocates nothing, with or without augmentation") {
   const IdxImages im = make_images(64, 28, 28, 9);
-  const ImageDataset<float> d(labelled(im, make_labels(64, 10)), 10,
-                              ImageDatasetOptions().standardize(0.3, 0.35).augmentation());
+  const ImageDataset<float> d(
+      labelled(im, make_labels(64, 10)), 10,
+      ImageDatasetOptions().standardize(0.3, 0.35).augmentation().erasing(0.5));
   const std::vector<index_t> order = iota(32, 16);
   Tensor<float> x(Shape{32, 1, 28, 28});
   std::vector<std::int32_t> labels(32);

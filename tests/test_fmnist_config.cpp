@@ -102,12 +102,14 @@ TEST_CASE("every malformed field of a stored run is a FormatError naming file an
   CHECK_THAT(config_with("augment", "sideways"), Contains("field 'augment'"));
   CHECK_THAT(config_with("standardize", 1), Contains("field 'standardize'"));
   CHECK_THAT(config_with("tta_shift", 99), Contains("'tta_shift'"));
+  CHECK_THAT(config_with("erase", 1.5), Contains("'erase'") && Contains("from 0 to 1"));
 }
 
 TEST_CASE("checkpoints written before a field existed still read, with the old defaults") {
   Metadata m = good_metadata();
   fmnist::json c = fmnist::json::parse(m.at("config"));
-  for (const char* key : {"keras_clip", "precise_bn", "tta", "tta_shift", "label_smoothing", "ema"})
+  for (const char* key :
+       {"keras_clip", "precise_bn", "tta", "tta_shift", "label_smoothing", "ema", "erase"})
     c.erase(key);
   c["augment"] = false;  // a bool before "flip" existed
   m["config"] = c.dump();
@@ -115,6 +117,7 @@ TEST_CASE("checkpoints written before a field existed still read, with the old d
   const fmnist::StoredRun run = fmnist::stored_run(m, "old.mrm");
   CHECK(run.config.augment == fmnist::Augment::Off);
   CHECK(run.config.ema == 0.0);
+  CHECK(run.config.erase == 0.0);
   CHECK(run.best_epoch == 0);
 }
 
@@ -168,7 +171,7 @@ TEST_CASE("settings: the model's defaults, then what was given") {
         fmnist::json{{"model", "seed"}, {"augment", "flip"}, {"lr", 0.01}, {"tta", false}});
   // Every key of a complete configuration is a setting; to_json and config_from_json agree.
   CHECK(fmnist::config_from_json(flips.to_json(), "").to_json() == flips.to_json());
-  CHECK(flips.to_json().size() == 18);
+  CHECK(flips.to_json().size() == 19);
 }
 
 TEST_CASE("fmnist --time-budget: durations, and the epochs that fit") {

@@ -168,6 +168,7 @@ inline FashionMnistSplit<float> load_data(const std::string& dir, const Config& 
                                          data.train->images.count - fashion_mnist_validation_size));
   if (c.augment == Augment::On) options.augmentation();
   if (c.augment == Augment::Flip) options.augmentation(0);  // flips only
+  if (c.erase > 0) options.erasing(c.erase);
   auto split = split_fashion_mnist<float>(data, options);
   if (c.limit > split.train.size()) {
     throw ValueError("--limit: expected at most the " + std::to_string(split.train.size()) +

@@ -140,6 +140,7 @@ struct Config {
   index_t tta_shift = 1;         // shifted views in the final test, in pixels (0: none)
   double label_smoothing = 0.1;  // targets (1 - s) onehot + s / 10
   double ema = 0;                // weight-averaging decay (0: off)
+  double erase = 0;              // random-erasing probability (0: off)
 
   // Checks a complete configuration: throws ValueError naming the first setting outside its
   // range, prefixed by `where`.
@@ -176,6 +177,7 @@ struct Config {
     int_range("tta_shift", tta_shift, 0, Limits::max_tta_shift);
     real_range("label_smoothing", label_smoothing, 0, 1, false);
     real_range("ema", ema, 0, Limits::max_ema, false);
+    real_range("erase", erase, 0, 1, false);
   }
 
   json to_json() const;
@@ -199,7 +201,7 @@ struct Settings {
   std::optional<index_t> precise_bn;
   std::optional<bool> tta;
   std::optional<index_t> tta_shift;
-  std::optional<double> label_smoothing, ema;
+  std::optional<double> label_smoothing, ema, erase;
 
   Config resolve() const;
   // The given settings only, keyed and written as in Config::to_json.
@@ -227,6 +229,7 @@ void for_each_setting(S& s, C& c, F&& f) {
   f("tta_shift", s.tta_shift, c.tta_shift);
   f("label_smoothing", s.label_smoothing, c.label_smoothing);
   f("ema", s.ema, c.ema);
+  f("erase", s.erase, c.erase);
 }
 
 inline json Config::to_json() const {
@@ -271,6 +274,11 @@ inline Config Settings::resolve() const {
   if (!tta) c.tta = c.augment != Augment::Off;
   if (!tta_shift) c.tta_shift = c.augment == Augment::On ? 1 : 0;
   return c;
+}
+
+// Whether training draws augmentations (crops, flips or random erasing).
+inline bool augmented(const Config& c) {
+  return c.augment != Augment::Off || c.erase > 0;
 }
 
 // Typed access to a JSON object's fields; every failure is a FormatError that says where.
@@ -370,6 +378,7 @@ inline Config config_from_json(const json& j, const std::string& where) {
   c.tta_shift = f.has("tta_shift") ? f.integer("tta_shift") : 0;
   c.label_smoothing = f.has("label_smoothing") ? f.number("label_smoothing") : 0.0;
   c.ema = f.has("ema") ? f.number("ema") : 0.0;
+  c.erase = f.has("erase") ? f.number("erase") : 0.0;
   try {
     c.validate("");
   } catch (const ValueError& e) {

@@ -263,7 +263,7 @@ Speeds measure_speeds(const Config& cfg, const FashionMnistSplit<float>& split, 
   const auto batch_of = [&](const Dataset<float>& d, index_t b) {
     for (index_t i = 0; i < bs; ++i) idx[static_cast<std::size_t>(i)] = (b * bs + i) % d.size();
     d.get(Span<const index_t>(idx.data(), idx.size()), x, labels.data(),
-          cfg.augment != Augment::Off ? &rng : nullptr);
+          augmented(cfg) ? &rng : nullptr);
   };
   const auto step = [&](index_t b) {
     batch_of(split.train, b);
@@ -571,7 +571,7 @@ int train_command(const TrainArgs& args, const Common& common) {
   fo.epochs = cfg.epochs;
   fo.batch_size = cfg.batch_size;
   fo.seed = cfg.seed;
-  fo.augment = cfg.augment != Augment::Off;
+  fo.augment = augmented(cfg);
   fo.schedule = make_schedule(cfg, steps);
   fo.initial_epoch = stored.epoch;
   fo.precise_bn_batches = cfg.precise_bn;
@@ -732,6 +732,10 @@ Command add_train_command(CLI::App& program, Common& common) {
                   "--precise-bn so the BatchNorm statistics follow the averaged weights); 0: off "
                   "(default 0)")
       ->check(in_range<double>(0, Limits::max_ema));
+  optional_option(train, "--erase", s.erase,
+                  "Random erasing: with this probability, set a random rectangle of 2% to 40% of "
+                  "each training image to the mean pixel (Zhong et al. 2017) (default 0: off)")
+      ->check(in_range<double>(0, 1));
   optional_option(train, "--seed", s.seed,
                   "Seed of initialisation, shuffling and augmentation, 0 to 2^64 - 1 (default 1)")
       ->check(seed_value());

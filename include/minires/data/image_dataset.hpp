@@ -17,6 +17,17 @@
 // flip is drawn and pixels outside it are the background byte 0 (converted like any pixel). This
 // is the usual random crop of the image zero-padded by `pad` pixels on every side, plus a random
 // flip; the same generator state gives the same batch.
+//
+// Random erasing (Zhong et al. 2017, "Random Erasing Data Augmentation"), when its probability p
+// is above 0, follows (after the crop and flip, if enabled) and draws, for each sample:
+//   erase = uniform() < p
+// and when erase is drawn, up to 10 attempts at a rectangle of the H x W image:
+//   area   = uniform(area_min, area_max) * H * W
+//   aspect = exp(uniform(log(aspect_min), -log(aspect_min)))
+//   h = round(sqrt(area * aspect)), w = round(sqrt(area / aspect))
+// the first with 1 <= h < H and 1 <= w < W then draws its corner y0 = uniform_int(H - h + 1),
+// x0 = uniform_int(W - w + 1) and sets those h x w outputs to 0: the mean pixel when the images
+// are standardised, black otherwise (torchvision's RandomErasing(value=0) after Normalize).
 #pragma once
 
 #include <algorithm>
@@ -75,6 +86,10 @@ struct ImageDatasetOptions {
   bool augment = false;
   index_t crop_padding = 2;       // shift by up to +-crop_padding pixels, filling with 0
   double flip_probability = 0.5;  // horizontal flip
+  // Random erasing (see the top of this file), independent of `augment`; 0: off.
+  double erase_probability = 0.0;
+  double erase_area_min = 0.02, erase_area_max = 0.4;  // fraction of the image
+  double erase_aspect_min = 0.3;                       // aspect (h / w) in [min, 1 / min]
 
   ImageDatasetOptions& standardize(double m, double s) {
     mean = m;
@@ -86,6 +101,14 @@ struct ImageDatasetOptions {
     augment = true;
     crop_padding = padding;
     flip_probability = flip;
+    return *this;
+  }
+  ImageDatasetOptions& erasing(double probability, double area_min = 0.02, double area_max = 0.4,
+                               double aspect_min = 0.3) {
+    erase_probability = probability;
+    erase_area_min = area_min;
+    erase_area_max = area_max;
+    erase_aspect_min = aspect_min;
     return *this;
   }
 };
@@ -137,6 +160,7 @@ class ImageDataset : public Dataset<T> {
     }
     const index_t hw = im.image_size();
     const bool transform = augment != nullptr && options_.augment;
+    const bool erase = augment != nullptr && options_.erase_probability > 0.0;
     for (index_t i = 0; i < m; ++i) {
       const index_t k = indices[static_cast<std::size_t>(i)];
       if (k < 0 || k >= size()) {
@@ -156,6 +180,7 @@ class ImageDataset : public Dataset<T> {
       } else {
         for (index_t j = 0; j < hw; ++j) dst[j] = lut_[src[j]];
       }
+      if (erase) erase_rectangle(dst, *augment);
     }
   }
 
@@ -212,6 +237,16 @@ class ImageDataset : public Dataset<T> {
       throw ValueError("ImageDataset: expected flip_probability in [0, 1], found " +
                        std::to_string(o.flip_probability));
     }
+    if (o.erase_probability != 0.0 &&
+        !(o.erase_probability > 0.0 && o.erase_probability <= 1.0 && o.erase_area_min > 0.0 &&
+          o.erase_area_min <= o.erase_area_max && o.erase_area_max < 1.0 &&
+          o.erase_aspect_min > 0.0 && o.erase_aspect_min <= 1.0)) {
+      throw ValueError(
+          "ImageDataset: expected erase_probability in [0, 1], 0 < erase_area_min <= "
+          "erase_area_max < 1 and erase_aspect_min in (0, 1], found " +
+          std::to_string(o.erase_probability) + ", " + std::to_string(o.erase_area_min) + ", " +
+          std::to_string(o.erase_area_max) + ", " + std::to_string(o.erase_aspect_min));
+    }
     options_ = o;
     for (int v = 0; v < 256; ++v) lut_[v] = static_cast<T>((v / 255.0 - o.mean) / o.stddev);
   }
@@ -220,6 +255,28 @@ class ImageDataset : public Dataset<T> {
   void shift_flip(const std::uint8_t* src, T* dst, index_t dy, index_t dx, bool flip) const {
     shift_flip_image(src, dst, data_->images.rows, data_->images.cols, dy, dx, flip,
                      Border::Constant, lut_[0], [this](std::uint8_t p) { return lut_[p]; });
+  }
+
+  // Random erasing of one converted image (the draws at the top of this file).
+  void erase_rectangle(T* dst, Rng& rng) const {
+    const ImageDatasetOptions& o = options_;
+    if (!(rng.uniform() < o.erase_probability)) return;
+    const index_t rows = data_->images.rows, cols = data_->images.cols;
+    const double image_area = static_cast<double>(rows * cols);
+    const double log_aspect = std::log(o.erase_aspect_min);
+    for (int attempt = 0; attempt < 10; ++attempt) {
+      const double area = rng.uniform(o.erase_area_min, o.erase_area_max) * image_area;
+      const double aspect = std::exp(rng.uniform(log_aspect, -log_aspect));
+      const auto h = static_cast<index_t>(std::lround(std::sqrt(area * aspect)));
+      const auto w = static_cast<index_t>(std::lround(std::sqrt(area / aspect)));
+      if (h < 1 || h >= rows || w < 1 || w >= cols) continue;
+      const auto y0 =
+          static_cast<index_t>(rng.uniform_int(static_cast<std::uint64_t>(rows - h + 1)));
+      const auto x0 =
+          static_cast<index_t>(rng.uniform_int(static_cast<std::uint64_t>(cols - w + 1)));
+      for (index_t y = y0; y < y0 + h; ++y) std::fill_n(dst + y * cols + x0, w, T(0));
+      return;
+    }
   }
 
   std::shared_ptr<const LabelledImages> data_;
