@@ -152,6 +152,8 @@ TEST_CASE("settings: the model's defaults, then what was given") {
   CHECK(s.to_json() == fmnist::json::object());  // nothing given
   s.model = "seed";
   const fmnist::Config seed = s.resolve();  // the notebook's settings
+  CHECK(seed.epochs == 50);
+  CHECK(seed.batch_size == 128);
   CHECK(seed.optimizer == "rmsprop");
   CHECK(seed.lr == 1e-3);
   CHECK(seed.schedule == "constant");

@@ -253,7 +253,7 @@ inline Config Settings::resolve() const {
   Config c;
   c.model = model.value_or("resnet");
   if (c.model != "resnet") {  // the notebook's settings
-    c.epochs = 20;
+    c.epochs = 50;
     c.optimizer = "rmsprop";
     c.lr = 1e-3;
     c.weight_decay = 0;

@@ -672,8 +672,9 @@ Command add_train_command(CLI::App& program, Common& common) {
   add_shared_options(train, common);
   optional_option(train, "--model", s.model, "Model to train (default resnet)")
       ->check(CLI::IsMember(model_names()));
-  optional_option(train, "--epochs", s.epochs,
-                  "Epochs (default: 20 seed; resnet: as many as fit in --time-budget)")
+  optional_option(
+      train, "--epochs", s.epochs,
+      "Epochs (default: 50 seed, as the notebook; resnet: as many as fit in --time-budget)")
       ->check(in_range<index_t>(1, Limits::max_epochs));
   train->add_option("--time-budget", args->time_budget,
                     "Train as many epochs as fit, with validation and the final test, in this "
