@@ -103,6 +103,9 @@ TEST_CASE("every malformed field of a stored run is a FormatError naming file an
   CHECK_THAT(config_with("standardize", 1), Contains("field 'standardize'"));
   CHECK_THAT(config_with("tta_shift", 99), Contains("'tta_shift'"));
   CHECK_THAT(config_with("erase", 1.5), Contains("'erase'") && Contains("from 0 to 1"));
+  CHECK_THAT(config_with("decay_vectors", 1), Contains("field 'decay_vectors'"));
+  CHECK_THAT(config_with("zero_init_residual", true),  // the seed model has no such blocks
+             Contains("'zero_init_residual'") && Contains("only resnet"));
 }
 
 TEST_CASE("checkpoints written before a field existed still read, with the old defaults") {
@@ -118,7 +121,46 @@ TEST_CASE("checkpoints written before a field existed still read, with the old d
   CHECK(run.config.augment == fmnist::Augment::Off);
   CHECK(run.config.ema == 0.0);
   CHECK(run.config.erase == 0.0);
+  CHECK(run.config.decay_vectors);
   CHECK(run.best_epoch == 0);
+
+  // A ResNet run from before zero_init_residual and decay_vectors trained without the one and
+  // with the other.
+  fmnist::Settings resnet;
+  resnet.model = "resnet";
+  resnet.zero_init_residual = true;
+  resnet.decay_vectors = false;
+  fmnist::json r = resnet.resolve().to_json();
+  r.erase("zero_init_residual");
+  r.erase("decay_vectors");
+  m["config"] = r.dump();
+  m["model"] = "resnet";
+  const fmnist::StoredRun old_resnet = fmnist::stored_run(m, "old.mrm");
+  CHECK_FALSE(old_resnet.config.zero_init_residual);
+  CHECK(old_resnet.config.decay_vectors);
+}
+
+TEST_CASE("zero_init_residual and decay_vectors: off and on by default, given ones win") {
+  fmnist::Settings s;
+  fmnist::Config c = s.resolve();
+  CHECK(c.model == "resnet");
+  CHECK_FALSE(c.zero_init_residual);
+  CHECK(c.decay_vectors);
+  s.zero_init_residual = true;
+  s.decay_vectors = false;
+  c = s.resolve();
+  CHECK(c.zero_init_residual);
+  CHECK_FALSE(c.decay_vectors);
+  c.validate("");
+  for (const char* seed : {"seed", "seed-as-written"}) {
+    fmnist::Settings n;
+    n.model = seed;
+    c = n.resolve();
+    CHECK_FALSE(c.zero_init_residual);
+    CHECK(c.decay_vectors);
+    n.zero_init_residual = true;
+    CHECK_THROWS_WITH(n.resolve().validate(""), Contains("zero_init_residual"));
+  }
 }
 
 TEST_CASE("strict number parsing for flags and metadata") {
@@ -173,7 +215,7 @@ TEST_CASE("settings: the model's defaults, then what was given") {
         fmnist::json{{"model", "seed"}, {"augment", "flip"}, {"lr", 0.01}, {"tta", false}});
   // Every key of a complete configuration is a setting; to_json and config_from_json agree.
   CHECK(fmnist::config_from_json(flips.to_json(), "").to_json() == flips.to_json());
-  CHECK(flips.to_json().size() == 19);
+  CHECK(flips.to_json().size() == 21);
 }
 
 TEST_CASE("fmnist --time-budget: durations, and the epochs that fit") {

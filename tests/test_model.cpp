@@ -7,6 +7,7 @@
 #include <minires/testing/gradcheck.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "test_util.hpp"
@@ -110,6 +111,48 @@ TEST_CASE("residual builders: He blocks, projections, stages") {
   const auto& y = m.forward(in, Mode::Train);
   CHECK(y.shape() == Shape{2, 10});
   CHECK_THROWS_AS(resnet_stages(m, x, ResNetStages{{8}, {1, 2}, {1}, false, {}}), ValueError);
+}
+
+TEST_CASE("zero_init_residual: each block starts as its shortcut; small_resnet has the switch") {
+  for (bool bottleneck : {false, true}) {
+    INFO((bottleneck ? "bottleneck" : "basic"));
+    for (bool zero : {false, true}) {
+      Model<double> m;
+      Node x = m.add_input(Shape{8, 6, 6});
+      ResidualOptions o;
+      o.zero_init_residual = zero;
+      o.name = "b";
+      x = bottleneck ? bottleneck_block(m, x, 2, 1, o) : basic_block(m, x, 8, 1, o);
+      m.init(4);
+      const auto* last =
+          dynamic_cast<const BatchNorm<double>*>(m.layer(bottleneck ? "b_bn3" : "b_bn2"));
+      const auto* first = dynamic_cast<const BatchNorm<double>*>(m.layer("b_bn1"));
+      REQUIRE(last != nullptr);
+      REQUIRE(first != nullptr);
+      for (index_t c = 0; c < last->gamma.size(); ++c) CHECK(last->gamma[c] == (zero ? 0.0 : 1.0));
+      for (index_t c = 0; c < first->gamma.size(); ++c) CHECK(first->gamma[c] == 1.0);
+      Rng rng(2);
+      const auto in = test::random_tensor<double>(rng, Shape{3, 8, 6, 6});
+      const auto& y = m.forward(in, Mode::Train);
+      double diff = 0;  // from relu(x), the block's output with a zero residual branch
+      for (index_t i = 0; i < y.size(); ++i)
+        diff = std::max(diff, std::abs(y[i] - std::max(in[i], 0.0)));
+      if (zero) {
+        CHECK(diff == 0.0);
+      } else {
+        CHECK(diff > 0.1);
+      }
+    }
+  }
+  auto r = models::small_resnet<float>(/*zero_init_residual=*/true);
+  r.init(1);
+  const auto* bn2 = dynamic_cast<const BatchNorm<float>*>(r.layer("res_s3b1_bn2"));
+  const auto* proj = dynamic_cast<const BatchNorm<float>*>(r.layer("res_s3b1_bn_proj"));
+  REQUIRE(bn2 != nullptr);
+  REQUIRE(proj != nullptr);
+  CHECK(bn2->gamma[0] == 0.0f);
+  CHECK(proj->gamma[0] == 1.0f);  // the shortcut's projection keeps gamma = 1
+  CHECK_THROWS_AS(BatchNorm<float>(BatchNormOptions{0.99, 1e-3, std::nan("")}), ValueError);
 }
 
 TEST_CASE("gradient check of a whole residual graph with a node that has two consumers") {

@@ -5,6 +5,11 @@
 #include <minires/minires.hpp>
 
 #include <cmath>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "test_util.hpp"
 
@@ -206,4 +211,61 @@ TEST_CASE("Adam's weight decay mode is named: L2 or decoupled (AdamW)") {
   CHECK(std::string(Adam<float>(AdamOptions{}, WeightDecay::Decoupled).name()) == "AdamW");
   CHECK(std::string(Adam<float>(AdamOptions{}).name()) == "Adam");
   CHECK(std::string(AdamW<float>().name()) == "AdamW");
+}
+
+TEST_CASE("weight decay on vectors: off exempts one-dimensional parameters, for every optimizer") {
+  // Three copies of a kernel (3x4) and a bias (5): decay with vectors, decay without, no decay.
+  struct Params {
+    Tensor<double> w{Shape{3, 4}}, dw{Shape{3, 4}}, b{Shape{5}}, db{Shape{5}};
+    Params() {
+      for (index_t i = 0; i < w.size(); ++i) w[i] = 0.5 + 0.1 * static_cast<double>(i);
+      for (index_t i = 0; i < b.size(); ++i) b[i] = -0.3 + 0.2 * static_cast<double>(i);
+      for (index_t i = 0; i < dw.size(); ++i) dw[i] = 0.05 * static_cast<double>(i % 3) - 0.04;
+      for (index_t i = 0; i < db.size(); ++i) db[i] = 0.07 - 0.03 * static_cast<double>(i);
+    }
+    std::vector<ParamRef<double>> refs() { return {{"w", &w, &dw}, {"b", &b, &db}}; }
+  };
+  using Make = std::function<std::unique_ptr<Optimizer<double>>(double wd)>;
+  const std::vector<std::pair<const char*, Make>> optimizers = {
+      {"SGD",
+       [](double wd) {
+         return std::make_unique<SGD<double>>(SGDOptions{0.1, 0.9, true, wd});
+       }},
+      {"RMSprop",
+       [](double wd) {
+         return std::make_unique<RMSprop<double>>(RMSpropOptions{1e-2, 0.9, 1e-8, wd});
+       }},
+      {"Adam",
+       [](double wd) {
+         return std::make_unique<Adam<double>>(AdamOptions{1e-2, 0.9, 0.999, 1e-8, wd});
+       }},
+      {"AdamW", [](double wd) {
+         return std::make_unique<AdamW<double>>(AdamOptions{1e-2, 0.9, 0.999, 1e-8, wd});
+       }}};
+  for (const auto& [name, make] : optimizers) {
+    INFO(name);
+    Params with, without, none;
+    auto a = make(0.05), b = make(0.05), c = make(0.0);
+    CHECK(a->decay_vectors());
+    b->set_decay_vectors(false);
+    CHECK_FALSE(b->decay_vectors());
+    CHECK(a->config().find("decay_vectors") == std::string::npos);
+    CHECK(b->config().find("decay_vectors=false") != std::string::npos);
+    a->attach(with.refs());
+    b->attach(without.refs());
+    c->attach(none.refs());
+    for (int step = 0; step < 3; ++step) {
+      a->step();
+      b->step();
+      c->step();
+    }
+    for (index_t i = 0; i < with.w.size(); ++i) {
+      CHECK(without.w[i] == with.w[i]);  // kernels decay either way
+      CHECK(with.w[i] != none.w[i]);
+    }
+    for (index_t i = 0; i < with.b.size(); ++i) {
+      CHECK(without.b[i] == none.b[i]);  // vectors: no decay when off
+      CHECK(with.b[i] != none.b[i]);
+    }
+  }
 }

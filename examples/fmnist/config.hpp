@@ -133,14 +133,16 @@ struct Config {
   Augment augment = Augment::On;
   bool standardize = true;
   std::uint64_t seed = 1;
-  index_t limit = 0;             // train on the first N training images (0: all 55000)
-  bool keras_clip = false;       // Keras 2.0's clipped cross-entropy gradient
-  index_t precise_bn = 0;        // batches for PreciseBN after each epoch (0: off)
-  bool tta = true;               // flip test-time augmentation in the final test
-  index_t tta_shift = 1;         // shifted views in the final test, in pixels (0: none)
-  double label_smoothing = 0.1;  // targets (1 - s) onehot + s / 10
-  double ema = 0;                // weight-averaging decay (0: off)
-  double erase = 0;              // random-erasing probability (0: off)
+  index_t limit = 0;                // train on the first N training images (0: all 55000)
+  bool keras_clip = false;          // Keras 2.0's clipped cross-entropy gradient
+  index_t precise_bn = 0;           // batches for PreciseBN after each epoch (0: off)
+  bool tta = true;                  // flip test-time augmentation in the final test
+  index_t tta_shift = 1;            // shifted views in the final test, in pixels (0: none)
+  double label_smoothing = 0.1;     // targets (1 - s) onehot + s / 10
+  double ema = 0;                   // weight-averaging decay (0: off)
+  double erase = 0;                 // random-erasing probability (0: off)
+  bool zero_init_residual = false;  // resnet: each block's last BatchNorm starts at gamma = 0
+  bool decay_vectors = true;        // weight decay also on biases and BatchNorm's gamma, beta
 
   // Checks a complete configuration: throws ValueError naming the first setting outside its
   // range, prefixed by `where`.
@@ -178,6 +180,8 @@ struct Config {
     real_range("label_smoothing", label_smoothing, 0, 1, false);
     real_range("ema", ema, 0, Limits::max_ema, false);
     real_range("erase", erase, 0, 1, false);
+    if (zero_init_residual && model != "resnet")
+      fail("zero_init_residual", "off for the model '" + model + "' (only resnet has it)", "on");
   }
 
   json to_json() const;
@@ -202,6 +206,7 @@ struct Settings {
   std::optional<bool> tta;
   std::optional<index_t> tta_shift;
   std::optional<double> label_smoothing, ema, erase;
+  std::optional<bool> zero_init_residual, decay_vectors;
 
   Config resolve() const;
   // The given settings only, keyed and written as in Config::to_json.
@@ -230,6 +235,8 @@ void for_each_setting(S& s, C& c, F&& f) {
   f("label_smoothing", s.label_smoothing, c.label_smoothing);
   f("ema", s.ema, c.ema);
   f("erase", s.erase, c.erase);
+  f("zero_init_residual", s.zero_init_residual, c.zero_init_residual);
+  f("decay_vectors", s.decay_vectors, c.decay_vectors);
 }
 
 inline json Config::to_json() const {
@@ -379,6 +386,8 @@ inline Config config_from_json(const json& j, const std::string& where) {
   c.label_smoothing = f.has("label_smoothing") ? f.number("label_smoothing") : 0.0;
   c.ema = f.has("ema") ? f.number("ema") : 0.0;
   c.erase = f.has("erase") ? f.number("erase") : 0.0;
+  c.zero_init_residual = f.has("zero_init_residual") && f.boolean("zero_init_residual");
+  c.decay_vectors = !f.has("decay_vectors") || f.boolean("decay_vectors");
   try {
     c.validate("");
   } catch (const ValueError& e) {

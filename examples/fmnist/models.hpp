@@ -14,11 +14,18 @@ inline const std::vector<std::string>& model_names() {
   return names;
 }
 
+// zero_init_residual: resnet's blocks start as their shortcuts (small_resnet); the seed models
+// have no such option.
 template <class T>
-minires::Model<T> build_model(const std::string& name) {
+minires::Model<T> build_model(const std::string& name, bool zero_init_residual = false) {
+  if (name != "resnet" && zero_init_residual) {
+    throw minires::ValueError("model '" + name +
+                              "': expected zero_init_residual off (only resnet "
+                              "has it), found on");
+  }
   if (name == "seed") return minires::models::seed_resnet<T>();
   if (name == "seed-as-written") return minires::models::seed_resnet<T>(/*as_written=*/true);
-  if (name == "resnet") return minires::models::small_resnet<T>();
+  if (name == "resnet") return minires::models::small_resnet<T>(zero_init_residual);
   std::string known;
   for (const auto& n : model_names()) known += (known.empty() ? "" : ", ") + n;
   throw minires::ValueError("unknown model '" + name + "': expected one of " + known);

@@ -54,6 +54,7 @@ std::unique_ptr<Optimizer<float>> make_optimizer(const Config& c) {
   else
     throw ValueError("unknown optimizer '" + c.optimizer + "'");
   opt->set_weight_averaging(c.ema);
+  opt->set_decay_vectors(c.decay_vectors);
   return opt;
 }
 
@@ -251,7 +252,7 @@ Speeds measure_speeds(const Config& cfg, const FashionMnistSplit<float>& split, 
   using clock = std::chrono::steady_clock;
   const index_t shard = (cfg.batch_size + c.ranks() - 1) / c.ranks();
   const index_t bs = std::max<index_t>(1, std::min(shard, split.train.size()));
-  Model<float> m = build_model<float>(cfg.model);
+  Model<float> m = build_model<float>(cfg.model, cfg.zero_init_residual);
   m.init(cfg.seed + 1);
   auto optimizer = make_optimizer(cfg);
   optimizer->attach(m.params());
@@ -534,7 +535,7 @@ int train_command(const TrainArgs& args, const Common& common) {
   const StoredRun stored = stored_or_new_run(args, common, cfg);
   cfg.validate("");
 
-  Model<float> model = build_model<float>(cfg.model);
+  Model<float> model = build_model<float>(cfg.model, cfg.zero_init_residual);
   model.init(cfg.seed);
   auto split = load_data(common.data, cfg);
   check_data(model, split);
@@ -737,6 +738,12 @@ Command add_train_command(CLI::App& program, Common& common) {
                   "Random erasing: with this probability, set a random rectangle of 2% to 40% of "
                   "each training image to the mean pixel (Zhong et al. 2017) (default 0: off)")
       ->check(in_range<double>(0, 1));
+  on_off_option(train, "--zero-init-residual", s.zero_init_residual,
+                "resnet: the last BatchNorm of each residual branch starts with gamma = 0, so "
+                "each block starts as its shortcut (Goyal et al. 2017): on or off (default off)");
+  on_off_option(train, "--decay-vectors", s.decay_vectors,
+                "Apply the weight decay to biases and BatchNorm's gamma and beta too, not only "
+                "to the kernels and Dense weights: on or off (default on)");
   optional_option(train, "--seed", s.seed,
                   "Seed of initialisation, shuffling and augmentation, 0 to 2^64 - 1 (default 1)")
       ->check(seed_value());

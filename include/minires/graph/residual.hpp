@@ -38,7 +38,17 @@ struct SeedBlockOptions {
 struct ResidualOptions {
   Initializer kernel_initializer = Initializer::HeNormal;
   BatchNormOptions batch_norm{};
+  // The last BatchNorm of each block's residual branch starts with gamma = 0, so every block
+  // starts as its shortcut (Goyal et al. 2017; torchvision's zero_init_residual).
+  bool zero_init_residual = false;
   std::string name;  // layer-name prefix (empty: generated names)
+
+  // The options of the branch's last BatchNorm.
+  BatchNormOptions last_batch_norm() const {
+    BatchNormOptions bn = batch_norm;
+    if (zero_init_residual) bn.gamma_init = 0.0;
+    return bn;
+  }
 };
 
 namespace detail {
@@ -119,7 +129,7 @@ Node basic_block(Model<T>& m, Node x, index_t filters, index_t stride = 1,
   const Conv2DOptions c = Conv2DOptions().same().no_bias().kernel_init(o.kernel_initializer);
   Node y = detail::conv_bn(m, x, filters, 3, Conv2DOptions(c).strides(stride), o.batch_norm, true,
                            o.name, "1");
-  y = detail::conv_bn(m, y, filters, 3, c, o.batch_norm, false, o.name, "2");
+  y = detail::conv_bn(m, y, filters, 3, c, o.last_batch_norm(), false, o.name, "2");
   y = m.add(Add<T>(), {y, detail::shortcut_for(m, x, filters, stride, o)},
             detail::block_name(o.name, "add"));
   return m.add(ReLU<T>(), y, detail::block_name(o.name, "out"));
@@ -133,7 +143,7 @@ Node bottleneck_block(Model<T>& m, Node x, index_t filters, index_t stride = 1,
   Node y = detail::conv_bn(m, x, filters, 1, c, o.batch_norm, true, o.name, "1");
   y = detail::conv_bn(m, y, filters, 3, Conv2DOptions(c).strides(stride), o.batch_norm, true,
                       o.name, "2");
-  y = detail::conv_bn(m, y, 4 * filters, 1, c, o.batch_norm, false, o.name, "3");
+  y = detail::conv_bn(m, y, 4 * filters, 1, c, o.last_batch_norm(), false, o.name, "3");
   y = m.add(Add<T>(), {y, detail::shortcut_for(m, x, 4 * filters, stride, o)},
             detail::block_name(o.name, "add"));
   return m.add(ReLU<T>(), y, detail::block_name(o.name, "out"));

@@ -33,8 +33,9 @@
 namespace minires {
 
 struct BatchNormOptions {
-  double momentum = 0.99;  // weight of the old moving statistics
-  double epsilon = 1e-3;   // added to the variance
+  double momentum = 0.99;   // weight of the old moving statistics
+  double epsilon = 1e-3;    // added to the variance
+  double gamma_init = 1.0;  // gamma's initial value (0: the layer starts by outputting beta)
 };
 
 template <class T = float>
@@ -49,6 +50,10 @@ class BatchNorm : public UnaryLayer<T> {
     if (!(options.momentum >= 0.0 && options.momentum <= 1.0)) {
       throw ValueError("BatchNormalization: expected a momentum in [0, 1], found " +
                        std::to_string(options.momentum));
+    }
+    if (!std::isfinite(options.gamma_init)) {
+      throw ValueError("BatchNormalization: expected a finite gamma_init, found " +
+                       std::to_string(options.gamma_init));
     }
     if (!(options.epsilon > 0.0)) {
       throw ValueError("BatchNormalization: expected epsilon > 0, found " +
@@ -106,7 +111,8 @@ class BatchNorm : public UnaryLayer<T> {
     has_forward_ = false;
   }
 
-  // γ = 1, β = 0, moving mean 0, moving variance 1 (draws nothing from rng).
+  // γ = gamma_init (1 by default), β = 0, moving mean 0, moving variance 1 (draws nothing from
+  // rng).
   void init(Rng& /*rng*/) override {
     if (gamma.empty()) {
       throw Error("BatchNormalization: expected setup() before init(), found no parameters");
@@ -229,7 +235,7 @@ class BatchNorm : public UnaryLayer<T> {
   }
 
   void reset_state() {
-    gamma.fill(T(1));
+    gamma.fill(static_cast<T>(options_.gamma_init));
     beta.fill(T(0));
     moving_mean.fill(T(0));
     moving_variance.fill(T(1));

@@ -10,7 +10,8 @@
 //   small_resnet<T>()     a small ResNet of He et al.'s 3x3 basic blocks for accuracy per CPU
 //                         minute: a 3x3 stem at 28x28, then stages of widths 32, 64, 128 at
 //                         14x14, 7x7 and 4x4, global average pooling, Dense 10 (~0.39 M
-//                         parameters, ~18 M multiply-adds per image).
+//                         parameters, ~18 M multiply-adds per image). zero_init_residual: each
+//                         block's last BatchNorm starts with gamma = 0 (ResidualOptions).
 // The final Dense layer outputs logits; the softmax is part of the loss (SoftmaxCrossEntropy).
 // Including this header also brings the Fashion-MNIST loader (data/fashion_mnist.hpp); neither
 // is part of <minires/minires.hpp>.
@@ -48,7 +49,7 @@ Model<T> seed_resnet(bool as_written = false) {
 }
 
 template <class T>
-Model<T> small_resnet() {
+Model<T> small_resnet(bool zero_init_residual = false) {
   Model<T> m;
   Node x = m.add_input(Shape{1, 28, 28});
   const auto conv = Conv2DOptions().same().no_bias().kernel_init(Initializer::HeNormal);
@@ -60,6 +61,7 @@ Model<T> small_resnet() {
   stages.blocks = {2, 2, 1};
   stages.strides = {2, 2, 2};
   stages.options.name = "res";
+  stages.options.zero_init_residual = zero_init_residual;
   x = resnet_stages(m, x, stages);
   x = m.add(GlobalAvgPool2D<T>(), x, "gap");
   m.add(Dense<T>(10), x, "logits");

@@ -42,7 +42,7 @@ class Adam : public Optimizer<T> {
   std::string config() const override {
     return "lr=" + this->fmt(this->learning_rate()) + " beta1=" + this->fmt(o_.beta1) +
            " beta2=" + this->fmt(o_.beta2) + " epsilon=" + this->fmt(o_.epsilon) +
-           " weight_decay=" + this->fmt(o_.weight_decay);
+           " weight_decay=" + this->fmt(o_.weight_decay) + this->decay_vectors_config();
   }
 
  protected:
@@ -51,11 +51,11 @@ class Adam : public Optimizer<T> {
   void update(Tensor<T>& p, const Tensor<T>& g, std::vector<Tensor<T>>& s) override {
     const double t = static_cast<double>(this->iterations());
     const double lr = this->learning_rate();
+    const double wd = this->decay_for(p, o_.weight_decay);
     const double lr_t = lr * std::sqrt(1.0 - std::pow(o_.beta2, t)) / (1.0 - std::pow(o_.beta1, t));
     kernels::adam_update(p.data(), g.data(), s[0].data(), s[1].data(), p.size(), T(lr_t),
-                         T(o_.beta1), T(o_.beta2), T(o_.epsilon),
-                         T(decoupled_ ? 0.0 : o_.weight_decay),
-                         T(decoupled_ ? lr * o_.weight_decay : 0.0));
+                         T(o_.beta1), T(o_.beta2), T(o_.epsilon), T(decoupled_ ? 0.0 : wd),
+                         T(decoupled_ ? lr * wd : 0.0));
   }
 
  private:

@@ -11,6 +11,11 @@
 // weights at attach(). swap_averages() exchanges every parameter with its average; fit() uses
 // it to validate and checkpoint the averaged weights while training the raw ones. The averages
 // are part of state() ("<param>/average"), so checkpoints resume them.
+//
+// Weight decay on vectors (set_decay_vectors, on by default as in Keras and PyTorch): off
+// exempts every one-dimensional parameter (biases, BatchNorm's gamma and beta) from the
+// optimizer's weight decay, the "no bias decay" of Goyal et al. 2017 and He et al. 2019;
+// kernels and Dense weights decay as before.
 #pragma once
 
 #include <algorithm>
@@ -91,6 +96,10 @@ class Optimizer {
   }
   double weight_averaging() const noexcept { return average_decay_; }
 
+  // Whether weight decay applies to one-dimensional parameters (see the header comment).
+  void set_decay_vectors(bool on) noexcept { decay_vectors_ = on; }
+  bool decay_vectors() const noexcept { return decay_vectors_; }
+
   // Exchanges every attached parameter with its average (applied twice, it restores both).
   void swap_averages() {
     if (average_decay_ <= 0.0) {
@@ -130,6 +139,16 @@ class Optimizer {
   }
 
  protected:
+  // The weight decay `update` applies to parameter p: `weight_decay`, or 0 for a vector when
+  // decay_vectors() is off.
+  double decay_for(const Tensor<T>& p, double weight_decay) const noexcept {
+    return decay_vectors_ || p.shape().rank() > 1 ? weight_decay : 0.0;
+  }
+  // " decay_vectors=false" when off (appended to config()), else nothing.
+  std::string decay_vectors_config() const {
+    return decay_vectors_ ? std::string() : std::string(" decay_vectors=false");
+  }
+
   // `optimizer` names the optimizer in messages (virtual calls are not possible here).
   Optimizer(const char* optimizer, double lr) : lr_(checked_lr(optimizer, lr)) {}
 
@@ -173,6 +192,7 @@ class Optimizer {
   T stored_steps_ = T(0);  // what step() last wrote into iterations_
   double lr_ = 0.0;
   double average_decay_ = 0.0;
+  bool decay_vectors_ = true;
 };
 
 }  // namespace minires

@@ -26,7 +26,8 @@ class RMSprop : public Optimizer<T> {
   const char* name() const override { return "RMSprop"; }
   std::string config() const override {
     return "lr=" + this->fmt(this->learning_rate()) + " rho=" + this->fmt(o_.rho) +
-           " epsilon=" + this->fmt(o_.epsilon) + " weight_decay=" + this->fmt(o_.weight_decay);
+           " epsilon=" + this->fmt(o_.epsilon) + " weight_decay=" + this->fmt(o_.weight_decay) +
+           this->decay_vectors_config();
   }
 
  protected:
@@ -34,7 +35,7 @@ class RMSprop : public Optimizer<T> {
   const char* slot_name(int) const override { return "accumulator"; }
   void update(Tensor<T>& p, const Tensor<T>& g, std::vector<Tensor<T>>& s) override {
     kernels::rmsprop_update(p.data(), g.data(), s[0].data(), p.size(), T(this->learning_rate()),
-                            T(o_.rho), T(o_.epsilon), T(o_.weight_decay));
+                            T(o_.rho), T(o_.epsilon), T(this->decay_for(p, o_.weight_decay)));
   }
 
  private:

@@ -29,7 +29,7 @@ class SGD : public Optimizer<T> {
   std::string config() const override {
     return "lr=" + this->fmt(this->learning_rate()) + " momentum=" + this->fmt(o_.momentum) +
            " nesterov=" + (o_.nesterov ? "true" : "false") +
-           " weight_decay=" + this->fmt(o_.weight_decay);
+           " weight_decay=" + this->fmt(o_.weight_decay) + this->decay_vectors_config();
   }
 
  protected:
@@ -37,7 +37,7 @@ class SGD : public Optimizer<T> {
   const char* slot_name(int) const override { return "velocity"; }
   void update(Tensor<T>& p, const Tensor<T>& g, std::vector<Tensor<T>>& s) override {
     kernels::sgd_update(p.data(), g.data(), s[0].data(), p.size(), T(this->learning_rate()),
-                        T(o_.momentum), o_.nesterov, T(o_.weight_decay));
+                        T(o_.momentum), o_.nesterov, T(this->decay_for(p, o_.weight_decay)));
   }
 
  private:
