@@ -54,6 +54,17 @@ TEST_CASE("the seed model as the notebook ran it, and the small ResNet") {
   CHECK(r.output_shape(r.output()) == Shape{10});
   CHECK(r.trainable_count() > 300000);
   CHECK(r.trainable_count() < 500000);
+
+  // Counts and summary through a const model agree with params() and state().
+  const Model<float>& c = r;
+  index_t trainable = 0, fixed = 0;
+  for (const auto& p : r.params()) trainable += p.value->size();
+  for (const auto& p : r.state()) fixed += p.value->size();
+  CHECK(c.trainable_count() == trainable);
+  CHECK(c.non_trainable_count() == fixed);
+  CHECK(fixed > 0);
+  CHECK(c.summary() == r.summary());
+  CHECK(c.summary().find("Total params: ") != std::string::npos);
 }
 
 TEST_CASE("shape mismatches are caught while building, naming layers and shapes") {

@@ -169,14 +169,16 @@ class Model {
   // Non-trainable saved state (BatchNorm moving statistics), named like params().
   std::vector<ParamRef<T>> state() { return collect(true); }
 
-  index_t trainable_count() {
+  index_t trainable_count() const {
     index_t n = 0;
-    for (auto& p : params()) n += p.value->size();
+    for (const auto& node : nodes_)
+      if (node.layer) n += node.layer->param_count();
     return n;
   }
-  index_t non_trainable_count() {
+  index_t non_trainable_count() const {
     index_t n = 0;
-    for (auto& p : state()) n += p.value->size();
+    for (const auto& node : nodes_)
+      if (node.layer) n += node.layer->state_count();
     return n;
   }
 
@@ -402,7 +404,7 @@ class Model {
   std::string architecture() const { return detail::architecture_text(*this); }
 
   // A Keras-style summary table.
-  std::string summary() { return detail::summary_table(*this); }
+  std::string summary() const { return detail::summary_table(*this); }
 
  private:
   struct NodeData {

@@ -55,7 +55,7 @@ std::string architecture_text(const M& m) {
 
 // The Keras-style summary table.
 template <class M>
-std::string summary_table(M& m) {
+std::string summary_table(const M& m) {
   const int w_name = 34, w_shape = 22, w_params = 10;
   auto pad = [](std::string s, int w) {
     if (static_cast<int>(s.size()) < w) s.resize(static_cast<std::size_t>(w), ' ');
@@ -67,15 +67,11 @@ std::string summary_table(M& m) {
                   pad("Param #", w_params) + "Connected to\n" + eq + "\n";
   for (std::size_t i = 0; i < m.size(); ++i) {
     const Node n{static_cast<int>(i)};
-    auto* layer = m.layer(n);
+    const auto* layer = m.layer(n);
     const std::string type = layer ? layer->type() : "InputLayer";
     std::string from;
     for (Node in : m.inputs(n)) from += (from.empty() ? "" : ", ") + m.name(in);
-    index_t count = 0;
-    if (layer) {
-      for (auto& p : layer->params()) count += p.value->size();
-      for (auto& p : layer->state()) count += p.value->size();
-    }
+    const index_t count = layer ? layer->param_count() + layer->state_count() : 0;
     s += pad(m.name(n) + " (" + type + ")", w_name) + pad(batch_str(m.output_shape(n)), w_shape) +
          pad(std::to_string(count), w_params) + from;
     while (!s.empty() && s.back() == ' ') s.pop_back();  // no trailing blanks without inputs

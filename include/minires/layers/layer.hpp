@@ -125,14 +125,19 @@ class Layer {
   // BatchNorm; core/collective.hpp). Returns false, and does nothing, for other layers.
   virtual bool set_statistics_group(Collective* /*group*/) { return false; }
 
-  // Number of trainable scalars.
-  index_t param_count() {
+  // Number of trainable scalars (params()) and of saved non-trainable ones (state()), also for
+  // a const layer: params() and state() only hand out pointers and change nothing, so asking
+  // them through a const layer is safe.
+  index_t param_count() const { return elements(const_cast<Layer*>(this)->params()); }
+  index_t state_count() const { return elements(const_cast<Layer*>(this)->state()); }
+
+ protected:
+  static index_t elements(const std::vector<ParamRef<T>>& refs) {
     index_t n = 0;
-    for (auto& p : params()) n += p.value->size();
+    for (const auto& r : refs) n += r.value->size();
     return n;
   }
 
- protected:
   // Throws unless `inputs` holds exactly `n` shapes.
   void expect_inputs(Span<const Shape> inputs, std::size_t n) const {
     if (inputs.size() != n) {
