@@ -26,6 +26,11 @@ run(FALSE "--decay-vectors.*(on|off)" ${FMNIST} train --decay-vectors sometimes)
 run(FALSE "zero_init_residual': expected off for the model 'seed'" ${FMNIST} train --model seed
     --zero-init-residual on --data ${OUT}-nonexistent --out ${OUT}-nonexistent)
 run(FALSE "A subcommand is required|subcommand" ${FMNIST})
+run(FALSE "--distill-weight: expected a number from 0 to 1, found '2'" ${FMNIST} train --distill-weight 2)
+run(FALSE "--distill-temperature: expected a number above 0" ${FMNIST} train --distill-temperature 0)
+run(FALSE "--teacher: File does not exist: ${OUT}/no-teacher.mrm" ${FMNIST} train --teacher ${OUT}/no-teacher.mrm)
+run(FALSE "expected --teacher FILE with them, found none" ${FMNIST} train --distill-weight 0.5
+    --data ${OUT}-nonexistent --out ${OUT}-nonexistent)
 # Numbers: whole, in range, and said plainly (no 309-digit bounds, no 2^64 - 1 for -1).
 run(FALSE "--threads: expected an integer from 1 to 1024, found '100000'" ${FMNIST} train --threads 100000)
 run(FALSE "--seed: expected an integer from 0 to 18446744073709551615, found '-1'" ${FMNIST} train --seed -1)
@@ -101,6 +106,26 @@ foreach(f best.mrm last.mrm curves.csv curves.svg)
     message(FATAL_ERROR "fmnist train did not write ${OUT}/${f}")
   endif()
 endforeach()
+
+# Distillation from that run's model: the teacher runs on each image and mirror image once
+# (they are cached), and metrics.json names it. A teacher trained on other preprocessing, or
+# a file that is not there, is refused before training.
+file(REMOVE_RECURSE ${OUT}-distill)
+run(TRUE "distilling from ${OUT}/best.mrm \\(model seed, [0-9]+ parameters\\): soft-target weight 0.5, temperature 2
+.*teacher: ran on [0-9]+ training samples, [0-9]+ more served from its cache
+.*test accuracy 0\\.[0-9]+"
+    ${FMNIST} train --model seed --limit 1000 --epochs 2 --threads 2 --augment flip
+    --teacher ${OUT}/best.mrm --distill-weight 0.5 --distill-temperature 2 --data ${SUBSET_DATA}
+    --out ${OUT}-distill)
+file(READ ${OUT}-distill/metrics.json distill_metrics)
+string(JSON teacher_file GET "${distill_metrics}" teacher file)
+string(JSON distill_weight GET "${distill_metrics}" config distill_weight)
+if(NOT teacher_file STREQUAL "${OUT}/best.mrm" OR NOT distill_weight EQUAL 0.5)
+  message(FATAL_ERROR "metrics.json records teacher ${teacher_file}, weight ${distill_weight}")
+endif()
+run(FALSE "--teacher '${OUT}/best.mrm': the teacher was trained on pixels scaled to \\[0, 1\\] \\(--standardize off\\); expected the student's preprocessing, --standardize on"
+    ${FMNIST} train --model seed --limit 1000 --epochs 1 --standardize on --teacher ${OUT}/best.mrm
+    --data ${SUBSET_DATA} --out ${OUT}-distill2)
 
 # A time budget: the run plans its epochs from the speed it measures, ends on time (the budget
 # covers everything from the start of the command) and writes complete outputs.

@@ -104,6 +104,11 @@ TEST_CASE("every malformed field of a stored run is a FormatError naming file an
   CHECK_THAT(config_with("tta_shift", 99), Contains("'tta_shift'"));
   CHECK_THAT(config_with("erase", 1.5), Contains("'erase'") && Contains("from 0 to 1"));
   CHECK_THAT(config_with("decay_vectors", 1), Contains("field 'decay_vectors'"));
+  CHECK_THAT(config_with("teacher", 3), Contains("field 'teacher'") && Contains("a string"));
+  CHECK_THAT(config_with("distill_weight", 1.5),
+             Contains("'distill_weight'") && Contains("from 0 to 1"));
+  CHECK_THAT(config_with("distill_temperature", 0.0),
+             Contains("'distill_temperature'") && Contains("above 0"));
   CHECK_THAT(config_with("zero_init_residual", true),  // the seed model has no such blocks
              Contains("'zero_init_residual'") && Contains("only resnet"));
 }
@@ -122,6 +127,9 @@ TEST_CASE("checkpoints written before a field existed still read, with the old d
   CHECK(run.config.ema == 0.0);
   CHECK(run.config.erase == 0.0);
   CHECK(run.config.decay_vectors);
+  CHECK(run.config.teacher.empty());  // before distillation: no teacher
+  CHECK(run.config.distill_weight == 0.9);
+  CHECK(run.config.distill_temperature == 4.0);
   CHECK(run.best_epoch == 0);
 
   // A ResNet run from before zero_init_residual and decay_vectors trained without the one and
@@ -161,6 +169,32 @@ TEST_CASE("zero_init_residual and decay_vectors: off and on by default, given on
     n.zero_init_residual = true;
     CHECK_THROWS_WITH(n.resolve().validate(""), Contains("zero_init_residual"));
   }
+}
+
+TEST_CASE("distillation settings: none by default, stored, and only with a teacher") {
+  fmnist::Settings s;
+  s.model = "seed";
+  fmnist::Config c = s.resolve();
+  CHECK(c.teacher.empty());
+  CHECK(c.distill_weight == 0.9);
+  CHECK(c.distill_temperature == 4.0);
+  s.distill_weight = 0.5;
+  CHECK_THROWS_WITH(s.resolve(), Contains("expected --teacher FILE with them"));
+  s.distill_weight.reset();
+  s.distill_temperature = 2.0;
+  CHECK_THROWS_AS(s.resolve(), ValueError);
+  s.teacher = "runs/resnet/best.mrm";
+  s.distill_weight = 0.5;
+  c = s.resolve();
+  CHECK(c.teacher == "runs/resnet/best.mrm");
+  CHECK(c.distill_weight == 0.5);
+  CHECK(c.distill_temperature == 2.0);
+  const fmnist::Config back = fmnist::config_from_json(c.to_json(), "");
+  CHECK(back.teacher == c.teacher);
+  CHECK(back.distill_weight == 0.5);
+  CHECK(back.distill_temperature == 2.0);
+  c.distill_temperature = 101;
+  CHECK_THROWS_WITH(c.validate(""), Contains("distill_temperature"));
 }
 
 TEST_CASE("strict number parsing for flags and metadata") {
@@ -215,7 +249,7 @@ TEST_CASE("settings: the model's defaults, then what was given") {
         fmnist::json{{"model", "seed"}, {"augment", "flip"}, {"lr", 0.01}, {"tta", false}});
   // Every key of a complete configuration is a setting; to_json and config_from_json agree.
   CHECK(fmnist::config_from_json(flips.to_json(), "").to_json() == flips.to_json());
-  CHECK(flips.to_json().size() == 21);
+  CHECK(flips.to_json().size() == 24);
 }
 
 TEST_CASE("fmnist --time-budget: durations, and the epochs that fit") {

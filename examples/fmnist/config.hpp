@@ -37,6 +37,7 @@ struct Limits {
   static constexpr index_t max_limit = 1000000000;
   static constexpr double max_lr = 100;
   static constexpr double max_ema = 0.999999;
+  static constexpr double max_temperature = 100;
 };
 
 inline const std::vector<std::string>& optimizer_names() {
@@ -143,6 +144,9 @@ struct Config {
   double erase = 0;                 // random-erasing probability (0: off)
   bool zero_init_residual = false;  // resnet: each block's last BatchNorm starts at gamma = 0
   bool decay_vectors = true;        // weight decay also on biases and BatchNorm's gamma, beta
+  std::string teacher;              // a trained model's checkpoint to distil from ("": none)
+  double distill_weight = 0.9;      // the teacher's soft targets' share of the loss
+  double distill_temperature = 4;   // the soft targets' temperature
 
   // Checks a complete configuration: throws ValueError naming the first setting outside its
   // range, prefixed by `where`.
@@ -182,6 +186,8 @@ struct Config {
     real_range("erase", erase, 0, 1, false);
     if (zero_init_residual && model != "resnet")
       fail("zero_init_residual", "off for the model '" + model + "' (only resnet has it)", "on");
+    real_range("distill_weight", distill_weight, 0, 1, false);
+    real_range("distill_temperature", distill_temperature, 0, Limits::max_temperature, true);
   }
 
   json to_json() const;
@@ -207,6 +213,8 @@ struct Settings {
   std::optional<index_t> tta_shift;
   std::optional<double> label_smoothing, ema, erase;
   std::optional<bool> zero_init_residual, decay_vectors;
+  std::optional<std::string> teacher;
+  std::optional<double> distill_weight, distill_temperature;
 
   Config resolve() const;
   // The given settings only, keyed and written as in Config::to_json.
@@ -237,6 +245,9 @@ void for_each_setting(S& s, C& c, F&& f) {
   f("erase", s.erase, c.erase);
   f("zero_init_residual", s.zero_init_residual, c.zero_init_residual);
   f("decay_vectors", s.decay_vectors, c.decay_vectors);
+  f("teacher", s.teacher, c.teacher);
+  f("distill_weight", s.distill_weight, c.distill_weight);
+  f("distill_temperature", s.distill_temperature, c.distill_temperature);
 }
 
 inline json Config::to_json() const {
@@ -280,6 +291,10 @@ inline Config Settings::resolve() const {
   // seed model trained without flips loses 2.4 points with them, docs/results.md).
   if (!tta) c.tta = c.augment != Augment::Off;
   if (!tta_shift) c.tta_shift = c.augment == Augment::On ? 1 : 0;
+  if (c.teacher.empty() && (distill_weight || distill_temperature))
+    throw ValueError(
+        "--distill-weight and --distill-temperature: expected --teacher FILE with them, found "
+        "none");
   return c;
 }
 
@@ -388,6 +403,9 @@ inline Config config_from_json(const json& j, const std::string& where) {
   c.erase = f.has("erase") ? f.number("erase") : 0.0;
   c.zero_init_residual = f.has("zero_init_residual") && f.boolean("zero_init_residual");
   c.decay_vectors = !f.has("decay_vectors") || f.boolean("decay_vectors");
+  c.teacher = f.has("teacher") ? f.str("teacher") : std::string();
+  c.distill_weight = f.has("distill_weight") ? f.number("distill_weight") : 0.9;
+  c.distill_temperature = f.has("distill_temperature") ? f.number("distill_temperature") : 4.0;
   try {
     c.validate("");
   } catch (const ValueError& e) {

@@ -171,6 +171,31 @@ void check_data(const Model<float>& model, const FashionMnistSplit<float>& split
   minires::detail::check_dataset(model, split.test, "the test images");
 }
 
+// The model to distil from (--teacher), loaded and checked against the run's data: it must take
+// the same inputs, standardised the same way, and predict the same classes. Its description for
+// metrics.json goes to *record.
+std::optional<Model<float>> load_teacher(const Config& cfg, const FashionMnistSplit<float>& split,
+                                         json* record) {
+  if (cfg.teacher.empty()) return std::nullopt;
+  Config taught;
+  Model<float> teacher = load_checkpoint(cfg.teacher, &taught);
+  const std::string where = "--teacher '" + cfg.teacher + "'";
+  if (taught.standardize != cfg.standardize) {
+    throw ValueError(where + ": the teacher was trained on pixels " +
+                     (taught.standardize ? "standardised" : "scaled to [0, 1]") +
+                     " (--standardize " + (taught.standardize ? "on" : "off") +
+                     "); expected the student's preprocessing, --standardize " +
+                     (cfg.standardize ? "on" : "off"));
+  }
+  minires::detail::check_dataset(teacher, split.train, where.c_str());
+  *record = {{"file", cfg.teacher},
+             {"model", taught.model},
+             {"parameters", teacher.trainable_count()},
+             {"seed", taught.seed},
+             {"epochs", taught.epochs}};
+  return teacher;
+}
+
 // The files a run writes into its --out directory.
 const char* const run_files[] = {"last.mrm", "best.mrm", "metrics.json", "curves.csv",
                                  "curves.svg"};
@@ -539,6 +564,8 @@ int train_command(const TrainArgs& args, const Common& common) {
   model.init(cfg.seed);
   auto split = load_data(common.data, cfg);
   check_data(model, split);
+  json teacher_record;  // null: no teacher
+  std::optional<Model<float>> teacher = load_teacher(cfg, split, &teacher_record);
 
   // Now the run writes into --out (rank 0 only): lock it, clear what a killed run left, and for
   // --overwrite delete the earlier run.
@@ -561,6 +588,14 @@ int train_command(const TrainArgs& args, const Common& common) {
   BudgetPlan plan;  // none: a null record
   if (budget > 0) plan = plan_budget(budget, started, steps, cfg, split, common);
   print_run_header(cfg, model, split, args, common);  // with the planned epochs
+  if (teacher) {
+    std::printf(
+        "distilling from %s (model %s, %lld parameters): soft-target weight %g, "
+        "temperature %g\n",
+        cfg.teacher.c_str(), teacher_record["model"].get<std::string>().c_str(),
+        static_cast<long long>(teacher->trainable_count()), cfg.distill_weight,
+        cfg.distill_temperature);
+  }
   if (args.resume) {
     std::printf("resuming after epoch %lld from %s, with the settings stored there%s\n",
                 static_cast<long long>(stored.epoch), last.c_str(),
@@ -592,6 +627,7 @@ int train_command(const TrainArgs& args, const Common& common) {
       {"threads", num_threads()},
       {"ranks", common.ranks()},
       {"sync_bn", args.sync_bn},
+      {"teacher", teacher_record},
       {"time_budget", plan.record},
       {"parameters",
        {{"trainable", model.trainable_count()}, {"non_trainable", model.non_trainable_count()}}},
@@ -604,7 +640,16 @@ int train_command(const TrainArgs& args, const Common& common) {
   SoftmaxCrossEntropyOptions loss_options;
   loss_options.keras_clip = cfg.keras_clip;
   loss_options.label_smoothing = cfg.label_smoothing;
-  SoftmaxCrossEntropy<float> loss(loss_options);
+  SoftmaxCrossEntropy<float> cross_entropy(loss_options);
+  std::optional<Distillation<float>> distillation;
+  if (teacher) {
+    DistillationOptions o;
+    o.weight = cfg.distill_weight;
+    o.temperature = cfg.distill_temperature;
+    o.hard = loss_options;
+    distillation.emplace(*teacher, o);
+  }
+  Loss<float>& loss = distillation ? static_cast<Loss<float>&>(*distillation) : cross_entropy;
 
   fo.validation = split.validation;
   BudgetGuard guard(budget, started, cfg.epochs, plan.test_seconds,
@@ -642,6 +687,11 @@ int train_command(const TrainArgs& args, const Common& common) {
   }
   std::signal(SIGINT, SIG_DFL);
   print_epoch_table(stdout, recorder.history());
+  if (distillation) {
+    std::printf("teacher: ran on %lld training samples, %lld more served from its cache\n",
+                static_cast<long long>(distillation->teacher_samples()),
+                static_cast<long long>(distillation->cache_hits()));
+  }
   if (h.interrupted || g_interrupted.load()) {
     if (recorder.history().empty()) {
       std::printf(
@@ -744,6 +794,19 @@ Command add_train_command(CLI::App& program, Common& common) {
   on_off_option(train, "--decay-vectors", s.decay_vectors,
                 "Apply the weight decay to biases and BatchNorm's gamma and beta too, not only "
                 "to the kernels and Dense weights: on or off (default on)");
+  optional_option(train, "--teacher", s.teacher,
+                  "Distil from this trained model (a checkpoint, e.g. another run's best.mrm, "
+                  "trained with the same --standardize): train against its predictions on each "
+                  "augmented batch as well as against the labels (Hinton et al. 2015)")
+      ->check(CLI::ExistingFile);
+  optional_option(train, "--distill-weight", s.distill_weight,
+                  "With --teacher: the share of the teacher's soft targets in the loss, the "
+                  "rest is the labels' cross-entropy (default 0.9)")
+      ->check(in_range<double>(0, 1));
+  optional_option(train, "--distill-temperature", s.distill_temperature,
+                  "With --teacher: the temperature of the teacher's and the student's softmax "
+                  "in the soft-target term (default 4)")
+      ->check(in_range<double>(0, Limits::max_temperature, /*open_lo=*/true));
   optional_option(train, "--seed", s.seed,
                   "Seed of initialisation, shuffling and augmentation, 0 to 2^64 - 1 (default 1)")
       ->check(seed_value());

@@ -53,6 +53,7 @@
 #include "minires/io/load_model.hpp"
 
 #include "minires/train/callbacks.hpp"
+#include "minires/train/distillation.hpp"
 #include "minires/train/evaluate.hpp"
 #include "minires/train/fit.hpp"
 #include "minires/train/precise_bn.hpp"

@@ -13,6 +13,12 @@
 // the whole row when p_label is clipped. (Keras also renormalises p before the clip; its
 // Jacobian cancels in this gradient and changes the loss only by rounding.)
 //
+// Soft targets at a temperature t (knowledge distillation, Hinton et al. 2015): targets q are
+// distributions (rows summing to 1), p = softmax(z / t) and the loss of a row is
+//   L = KL(q || p) = sum_k q_k (log q_k - log p_k)      (terms with q_k = 0 count 0)
+//   dL/dz_k = (p_k - q_k) / t
+// The teacher's targets themselves are tempered_softmax_forward(teacher logits, t).
+//
 // Rows are independent: large calls run them in one OpenMP region, each row on one thread in a
 // fixed order, so results do not depend on the thread count. Non-finite logits give NaN.
 #pragma once
@@ -49,6 +55,22 @@ LogSoftmaxShift<T> softmax_row(const T* z, T* p, index_t n) {
   T sum = T(0);
   for (index_t k = 0; k < n; ++k) {
     p[k] = std::exp(z[k] - m);
+    sum += p[k];
+  }
+  const T inv = T(1) / sum;
+  for (index_t k = 0; k < n; ++k) p[k] *= inv;
+  return {m, std::log(sum)};
+}
+
+// p = softmax(z * inv_t) over one row of n values (p may alias z); returns the shift of
+// log p_k = (z_k * inv_t - max) - log_sum.
+template <class T>
+LogSoftmaxShift<T> tempered_softmax_row(const T* z, T inv_t, T* p, index_t n) {
+  T m = z[0] * inv_t;
+  for (index_t k = 1; k < n; ++k) m = z[k] * inv_t > m ? z[k] * inv_t : m;
+  T sum = T(0);
+  for (index_t k = 0; k < n; ++k) {
+    p[k] = std::exp(z[k] * inv_t - m);
     sum += p[k];
   }
   const T inv = T(1) / sum;
@@ -125,6 +147,50 @@ void softmax_cross_entropy_backward(const T* p, const std::int32_t* labels, inde
       const T y = inside(pr[k]) ? target(k, labels[r]) : T(0);
       dzr[k] += scale * (pr[k] * y_inside - y);
     }
+  });
+}
+
+// p = softmax(z / temperature) row by row.   z, p: (rows, cols), cols >= 1; p may alias z;
+// temperature > 0 (not checked here).
+template <class T>
+void tempered_softmax_forward(const T* z, T* p, index_t rows, index_t cols, T temperature) {
+  const T inv_t = T(1) / temperature;
+  detail::for_each_row(rows, cols, [&](index_t r) {
+    detail::tempered_softmax_row(z + r * cols, inv_t, p + r * cols, cols);
+  });
+}
+
+// p = softmax(z / temperature) and loss[r] = KL(q_r || p_r) (see the top of this file).
+// z, q, p: (rows, classes), p must alias neither; loss: (rows,); temperature > 0.
+template <class T>
+void soft_cross_entropy_forward(const T* z, const T* q, index_t rows, index_t classes,
+                                T temperature, T* p, T* loss) {
+  const T inv_t = T(1) / temperature;
+  detail::for_each_row(rows, classes, [&](index_t r) {
+    const T* zr = z + r * classes;
+    const T* qr = q + r * classes;
+    const detail::LogSoftmaxShift<T> shift =
+        detail::tempered_softmax_row(zr, inv_t, p + r * classes, classes);
+    T l = T(0);
+    for (index_t k = 0; k < classes; ++k) {
+      if (!(qr[k] > T(0))) continue;
+      const T log_p = (zr[k] * inv_t - shift.max) - shift.log_sum;
+      l += qr[k] * (std::log(qr[k]) - log_p);
+    }
+    loss[r] = l;
+  });
+}
+
+// dz += scale * (p - q), p from soft_cross_entropy_forward: the gradient of KL(q || p) is this
+// with scale = 1 / temperature (times the batch mean's 1/N).
+template <class T>
+void soft_cross_entropy_backward(const T* p, const T* q, index_t rows, index_t classes, T scale,
+                                 T* dz) {
+  detail::for_each_row(rows, classes, [&](index_t r) {
+    const T* pr = p + r * classes;
+    const T* qr = q + r * classes;
+    T* dzr = dz + r * classes;
+    for (index_t k = 0; k < classes; ++k) dzr[k] += scale * (pr[k] - qr[k]);
   });
 }
 

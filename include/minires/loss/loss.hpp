@@ -6,6 +6,9 @@
 //                          forward() plans for its own shape when setup() was not called.
 //   forward(out, labels)   the batch-mean loss; caches what backward needs.
 //   backward(dout, scale)  ACCUMULATES dout += scale * dL/dout for the last forward.
+//   begin_batch(inputs)    optional: fit() passes each training batch's inputs before the
+//                          model's forward; a loss whose targets depend on them (distillation,
+//                          train/distillation.hpp: its teacher's predictions) computes them here.
 //
 // Losses: SoftmaxCrossEntropy (loss/softmax_cross_entropy.hpp, the default for classifiers) and
 // MeanSquaredError against one-hot targets (loss/mean_squared_error.hpp).
@@ -30,6 +33,7 @@ class Loss {
   virtual void setup(const Shape& output) = 0;
   virtual T forward(const Tensor<T>& output, Span<const std::int32_t> labels) = 0;
   virtual void backward(Tensor<T>& doutput, T scale = T(1)) const = 0;
+  virtual void begin_batch(const Tensor<T>& /*inputs*/) {}
 };
 
 namespace detail {

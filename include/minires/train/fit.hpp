@@ -219,6 +219,7 @@ History fit(Model<T>& model, Loss<T>& loss, Optimizer<T>& optimizer, const Datas
       x.resize(Model<T>::batch_shape(train.sample_shape(), m));
       train.get(Span<const index_t>(order.data() + start + first, static_cast<std::size_t>(m)), x,
                 labels.data(), options.augment ? &augment_rng : nullptr);
+      loss.begin_batch(x);
 
       model.zero_grad();
       const Tensor<T>& logits = model.forward(x, Mode::Train);
