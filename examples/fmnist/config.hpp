@@ -184,7 +184,7 @@ struct Config {
     real_range("label_smoothing", label_smoothing, 0, 1, false);
     real_range("ema", ema, 0, Limits::max_ema, false);
     real_range("erase", erase, 0, 1, false);
-    if (zero_init_residual && model != "resnet")
+    if (zero_init_residual && !has_zero_init_residual(model))
       fail("zero_init_residual", "off for the model '" + model + "' (only resnet has it)", "on");
     real_range("distill_weight", distill_weight, 0, 1, false);
     real_range("distill_temperature", distill_temperature, 0, Limits::max_temperature, true);

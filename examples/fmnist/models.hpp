@@ -14,11 +14,16 @@ inline const std::vector<std::string>& model_names() {
   return names;
 }
 
-// zero_init_residual: resnet's blocks start as their shortcuts (small_resnet); the seed models
-// have no such option.
+// Whether the model has residual blocks that zero_init_residual applies to (only resnet: the
+// seed models' Keras blocks have no such option).
+inline bool has_zero_init_residual(const std::string& name) {
+  return name == "resnet";
+}
+
+// zero_init_residual: resnet's blocks start as their shortcuts (small_resnet).
 template <class T>
 minires::Model<T> build_model(const std::string& name, bool zero_init_residual = false) {
-  if (name != "resnet" && zero_init_residual) {
+  if (zero_init_residual && !has_zero_init_residual(name)) {
     throw minires::ValueError("model '" + name +
                               "': expected zero_init_residual off (only resnet "
                               "has it), found on");
