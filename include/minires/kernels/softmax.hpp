@@ -47,21 +47,6 @@ struct LogSoftmaxShift {
   T max, log_sum;
 };
 
-// p = softmax(z) over one row of n values (p may alias z).
-template <class T>
-LogSoftmaxShift<T> softmax_row(const T* z, T* p, index_t n) {
-  T m = z[0];
-  for (index_t k = 1; k < n; ++k) m = z[k] > m ? z[k] : m;
-  T sum = T(0);
-  for (index_t k = 0; k < n; ++k) {
-    p[k] = std::exp(z[k] - m);
-    sum += p[k];
-  }
-  const T inv = T(1) / sum;
-  for (index_t k = 0; k < n; ++k) p[k] *= inv;
-  return {m, std::log(sum)};
-}
-
 // p = softmax(z * inv_t) over one row of n values (p may alias z); returns the shift of
 // log p_k = (z_k * inv_t - max) - log_sum.
 template <class T>
@@ -76,6 +61,13 @@ LogSoftmaxShift<T> tempered_softmax_row(const T* z, T inv_t, T* p, index_t n) {
   const T inv = T(1) / sum;
   for (index_t k = 0; k < n; ++k) p[k] *= inv;
   return {m, std::log(sum)};
+}
+
+// p = softmax(z) over one row of n values (p may alias z): the tempered row at t = 1 (z * 1 is
+// exact, so nothing is rounded differently).
+template <class T>
+LogSoftmaxShift<T> softmax_row(const T* z, T* p, index_t n) {
+  return tempered_softmax_row(z, T(1), p, n);
 }
 
 // The smoothed one-hot target y_k of a row whose label is `label`.

@@ -171,7 +171,6 @@ class Distillation : public Loss<T> {
 
   // L = (1 - w) CE + w t^2 mean_n KL(q_n || softmax(z_n / t))   (begin_batch() gave q)
   T forward(const Tensor<T>& logits, Span<const std::int32_t> labels) override {
-    if (planned_.rank() == 0) setup(logits.shape());
     const index_t n = logits.rank() == 2 ? logits.dim(0) : -1;
     if (prepared_ < 0 || prepared_ != n) {
       throw ValueError("Distillation: expected begin_batch() with the inputs of this batch of " +
