@@ -21,6 +21,7 @@ run(FALSE "--tta-shift" ${FMNIST} train --tta-shift 14)
 run(FALSE "--label-smoothing" ${FMNIST} train --label-smoothing 1.5)
 run(FALSE "--ema" ${FMNIST} train --ema 1)
 run(FALSE "--erase: expected a number from 0 to 1, found '2'" ${FMNIST} train --erase 2)
+run(FALSE "--validation: expected an integer from 0 to 1000000000, found '-1'" ${FMNIST} train --validation -1)
 run(FALSE "--augment.*flip" ${FMNIST} train --augment sideways)
 run(FALSE "--decay-vectors.*(on|off)" ${FMNIST} train --decay-vectors sometimes)
 run(FALSE "zero_init_residual': expected off for the model 'seed'" ${FMNIST} train --model seed
@@ -126,6 +127,31 @@ endif()
 run(FALSE "--teacher '${OUT}/best.mrm': the teacher was trained on pixels scaled to \\[0, 1\\] \\(--standardize off\\); expected the student's preprocessing, --standardize on"
     ${FMNIST} train --model seed --limit 1000 --epochs 1 --standardize on --teacher ${OUT}/best.mrm
     --data ${SUBSET_DATA} --out ${OUT}-distill2)
+
+# No validation set (--validation 0): all training images train, best.mrm is the epoch with the
+# best training accuracy, evaluate says there is nothing to validate on. The pixel statistics
+# then come from all training images, so a model trained so cannot teach a run that holds out
+# a validation set; and some images must train.
+file(REMOVE_RECURSE ${OUT}-noval)
+run(TRUE "validation 0.*best training accuracy 0\\.[0-9]+ at epoch [12] .*test accuracy 0\\.[0-9]+"
+    ${FMNIST} train --model seed --validation 0 --limit 1000 --epochs 2 --threads 2
+    --standardize on --data ${SUBSET_DATA} --out ${OUT}-noval)
+file(READ ${OUT}-noval/metrics.json noval_metrics)
+string(JSON noval_config GET "${noval_metrics}" config validation)
+string(JSON noval_data GET "${noval_metrics}" data validation)
+string(JSON noval_val_acc GET "${noval_metrics}" epochs 1 val_accuracy)
+if(NOT noval_config EQUAL 0 OR NOT noval_data EQUAL 0 OR NOT noval_val_acc STREQUAL "")
+  message(FATAL_ERROR "metrics.json of a --validation 0 run: config ${noval_config}, data "
+                      "${noval_data}, validation accuracy ${noval_val_acc}")
+endif()
+run(TRUE "no validation images.*test accuracy 0\\.[0-9]+"
+    ${FMNIST} evaluate --model-file ${OUT}-noval/best.mrm --data ${SUBSET_DATA})
+run(FALSE "the teacher standardised its pixels with the statistics of the training images outside its last 0 \\(--validation 0\\); expected the student's statistics, --validation 5000"
+    ${FMNIST} train --model seed --limit 1000 --epochs 1 --standardize on
+    --teacher ${OUT}-noval/best.mrm --data ${SUBSET_DATA} --out ${OUT}-distill2)
+run(FALSE "--validation: expected fewer than the 8000 training images \\(some must train\\), found 8000"
+    ${FMNIST} train --model seed --validation 8000 --epochs 1 --data ${SUBSET_DATA}
+    --out ${OUT}-noval2)
 
 # A time budget: the run plans its epochs from the speed it measures, ends on time (the budget
 # covers everything from the start of the command) and writes complete outputs.

@@ -103,6 +103,8 @@ TEST_CASE("every malformed field of a stored run is a FormatError naming file an
   CHECK_THAT(config_with("standardize", 1), Contains("field 'standardize'"));
   CHECK_THAT(config_with("tta_shift", 99), Contains("'tta_shift'"));
   CHECK_THAT(config_with("erase", 1.5), Contains("'erase'") && Contains("from 0 to 1"));
+  CHECK_THAT(config_with("validation", -1), Contains("'validation'") && Contains("from 0"));
+  CHECK_THAT(config_with("validation", "none"), Contains("field 'validation'"));
   CHECK_THAT(config_with("decay_vectors", 1), Contains("field 'decay_vectors'"));
   CHECK_THAT(config_with("teacher", 3), Contains("field 'teacher'") && Contains("a string"));
   CHECK_THAT(config_with("distill_weight", 1.5),
@@ -130,6 +132,7 @@ TEST_CASE("checkpoints written before a field existed still read, with the old d
   CHECK(run.config.teacher.empty());  // before distillation: no teacher
   CHECK(run.config.distill_weight == 0.9);
   CHECK(run.config.distill_temperature == 4.0);
+  CHECK(run.config.validation == 5000);  // before --validation: the notebook's split
   CHECK(run.best_epoch == 0);
 
   // A ResNet run from before zero_init_residual and decay_vectors trained without the one and
@@ -197,6 +200,21 @@ TEST_CASE("distillation settings: none by default, stored, and only with a teach
   CHECK_THROWS_WITH(c.validate(""), Contains("distill_temperature"));
 }
 
+TEST_CASE("validation: the notebook's 5000 images by default, stored, 0 allowed") {
+  fmnist::Settings s;
+  CHECK(s.resolve().validation == 5000);
+  s.model = "seed";
+  CHECK(s.resolve().validation == 5000);
+  s.validation = 0;
+  fmnist::Config c = s.resolve();
+  CHECK(c.validation == 0);
+  c.validate("");
+  CHECK(fmnist::config_from_json(c.to_json(), "").validation == 0);
+  CHECK(s.to_json().at("validation") == 0);
+  c.validation = -3;
+  CHECK_THROWS_WITH(c.validate(""), Contains("'validation'") && Contains("found -3"));
+}
+
 TEST_CASE("strict number parsing for flags and metadata") {
   index_t v = 0;
   CHECK(fmnist::parse_index("42", v));
@@ -249,7 +267,7 @@ TEST_CASE("settings: the model's defaults, then what was given") {
         fmnist::json{{"model", "seed"}, {"augment", "flip"}, {"lr", 0.01}, {"tta", false}});
   // Every key of a complete configuration is a setting; to_json and config_from_json agree.
   CHECK(fmnist::config_from_json(flips.to_json(), "").to_json() == flips.to_json());
-  CHECK(flips.to_json().size() == 24);
+  CHECK(flips.to_json().size() == 25);
 }
 
 TEST_CASE("fmnist --time-budget: durations, and the epochs that fit") {

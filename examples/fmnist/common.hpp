@@ -154,7 +154,8 @@ inline void print_views(const EvalOptions& eo) {
 }
 
 // The data set as configuration `c` preprocesses it: standardised with the training images'
-// statistics, augmented, the first --limit training images.
+// statistics, augmented, the last --validation training images held out to validate, the
+// first --limit of the others.
 inline FashionMnistSplit<float> load_data(const std::string& dir, const Config& c) {
   FashionMnist data;
   try {
@@ -163,13 +164,17 @@ inline FashionMnistSplit<float> load_data(const std::string& dir, const Config& 
     throw IoError(std::string(e.what()) + " (--data DIR reads them from another directory)");
   }
   ImageDatasetOptions options;
+  const index_t all = data.train->images.count;
+  if (c.validation >= all) {
+    throw ValueError("--validation: expected fewer than the " + std::to_string(all) +
+                     " training images (some must train), found " + std::to_string(c.validation));
+  }
   if (c.standardize)
-    options.standardize(pixel_statistics(data.train->images, 0,
-                                         data.train->images.count - fashion_mnist_validation_size));
+    options.standardize(pixel_statistics(data.train->images, 0, all - c.validation));
   if (c.augment == Augment::On) options.augmentation();
   if (c.augment == Augment::Flip) options.augmentation(0);  // flips only
   if (c.erase > 0) options.erasing(c.erase);
-  auto split = split_fashion_mnist<float>(data, options);
+  auto split = split_fashion_mnist<float>(data, options, c.validation);
   if (c.limit > split.train.size()) {
     throw ValueError("--limit: expected at most the " + std::to_string(split.train.size()) +
                      " training images, found " + std::to_string(c.limit));

@@ -134,7 +134,9 @@ struct Config {
   Augment augment = Augment::On;
   bool standardize = true;
   std::uint64_t seed = 1;
-  index_t limit = 0;                // train on the first N training images (0: all 55000)
+  index_t validation = minires::fashion_mnist_validation_size;  // the last N training images
+                                                                // validate (0: none)
+  index_t limit = 0;                // train on the first N training images (0: all)
   bool keras_clip = false;          // Keras 2.0's clipped cross-entropy gradient
   index_t precise_bn = 0;           // batches for PreciseBN after each epoch (0: off)
   bool tta = true;                  // flip test-time augmentation in the final test
@@ -178,6 +180,7 @@ struct Config {
     if (!is_one_of(schedule, schedule_names()))
       fail("schedule", "one of " + join(schedule_names()), schedule);
     int_range("warmup_epochs", warmup_epochs, 0, Limits::max_warmup);
+    int_range("validation", validation, 0, Limits::max_limit);
     int_range("limit", limit, 0, Limits::max_limit);
     int_range("precise_bn", precise_bn, 0, Limits::max_precise_bn);
     int_range("tta_shift", tta_shift, 0, Limits::max_tta_shift);
@@ -206,7 +209,7 @@ struct Settings {
   std::optional<Augment> augment;
   std::optional<bool> standardize;
   std::optional<std::uint64_t> seed;
-  std::optional<index_t> limit;
+  std::optional<index_t> validation, limit;
   std::optional<bool> keras_clip;
   std::optional<index_t> precise_bn;
   std::optional<bool> tta;
@@ -235,6 +238,7 @@ void for_each_setting(S& s, C& c, F&& f) {
   f("augment", s.augment, c.augment);
   f("standardize", s.standardize, c.standardize);
   f("seed", s.seed, c.seed);
+  f("validation", s.validation, c.validation);
   f("limit", s.limit, c.limit);
   f("keras_clip", s.keras_clip, c.keras_clip);
   f("precise_bn", s.precise_bn, c.precise_bn);
@@ -394,6 +398,8 @@ inline Config config_from_json(const json& j, const std::string& where) {
   c.seed = f.unsigned_integer("seed");
   c.limit = f.integer("limit");
   // Fields added after the first checkpoints: older files lack them.
+  c.validation =
+      f.has("validation") ? f.integer("validation") : minires::fashion_mnist_validation_size;
   c.keras_clip = f.has("keras_clip") && f.boolean("keras_clip");
   c.precise_bn = f.has("precise_bn") ? f.integer("precise_bn") : 0;
   c.tta = f.has("tta") && f.boolean("tta");

@@ -45,8 +45,13 @@ int evaluate_command(const EvaluateArgs& args, const Common& common) {
   eo.flip = args.tta.value_or(cfg.tta);
   eo.shift = args.tta_shift.value_or(cfg.tta_shift);
   print_views(eo);
-  const EvalResult v = evaluate(model, split.validation, eo);
-  std::printf("validation accuracy %.4f  loss %.4f\n", v.accuracy, v.loss);
+  if (split.validation.size() > 0) {
+    const EvalResult v = evaluate(model, split.validation, eo);
+    std::printf("validation accuracy %.4f  loss %.4f\n", v.accuracy, v.loss);
+  } else {
+    std::printf(
+        "no validation images: the model trained on all training images (--validation 0)\n");
+  }
   if (split.test.size() < all_test)
     std::printf("test images: the first %lld of %lld\n", static_cast<long long>(split.test.size()),
                 static_cast<long long>(all_test));

@@ -187,6 +187,14 @@ std::optional<Model<float>> load_teacher(const Config& cfg, const FashionMnistSp
                      "); expected the student's preprocessing, --standardize " +
                      (cfg.standardize ? "on" : "off"));
   }
+  if (cfg.standardize && taught.validation != cfg.validation) {
+    throw ValueError(
+        where +
+        ": the teacher standardised its pixels with the statistics of "
+        "the training images outside its last " +
+        std::to_string(taught.validation) + " (--validation " + std::to_string(taught.validation) +
+        "); expected the student's statistics, --validation " + std::to_string(cfg.validation));
+  }
   minires::detail::check_dataset(teacher, split.train, where.c_str());
   *record = {{"file", cfg.teacher},
              {"model", taught.model},
@@ -527,7 +535,8 @@ void final_test(Model<float>& model, const Config& cfg, const ImageDataset<float
   if (common.lead()) {
     const Metadata best_meta = load(model, best);
     best_run = stored_run(best_meta, best);
-    std::printf("\nbest validation accuracy %.6f at epoch %lld (%s)\n", best_run.best,
+    std::printf("\nbest %s accuracy %.6f at epoch %lld (%s)\n",
+                cfg.validation > 0 ? "validation" : "training", best_run.best,
                 static_cast<long long>(best_run.best_epoch), best.c_str());
   }
   if (common.group != nullptr) broadcast_model(model, *common.group);
@@ -810,6 +819,12 @@ Command add_train_command(CLI::App& program, Common& common) {
   optional_option(train, "--seed", s.seed,
                   "Seed of initialisation, shuffling and augmentation, 0 to 2^64 - 1 (default 1)")
       ->check(seed_value());
+  optional_option(train, "--validation", s.validation,
+                  "Hold out the last N of the 60000 training images to validate after each epoch "
+                  "and choose best.mrm (default 5000, the notebook's split); 0: train on all of "
+                  "them, with no validation, and best.mrm is the epoch with the best training "
+                  "accuracy")
+      ->check(in_range<index_t>(0, Limits::max_limit));
   optional_option(train, "--limit", s.limit, "Train on the first N training images only")
       ->check(in_range<index_t>(1, Limits::max_limit));
   train->add_option("--out", args->out, "Output directory")->capture_default_str();
