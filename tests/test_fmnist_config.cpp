@@ -317,8 +317,14 @@ TEST_CASE("fmnist --time-budget: the plan after each epoch") {
   // The headroom holds: epochs 9% slower than the first keep the plan.
   CHECK(replan(1800, 100 + 23 * 65.4, {65.4, 5}, 24, 25, 1, 1000) == 25);
   CHECK(replan(1800, 100 + 10 * 65.4, {65.4, 5}, 11, 25, 1, 1000) == 25);
-  // Without a free epoch, and after it, a plan never grows ...
-  CHECK(replan(1800, 100, e60, 1, 19, 0, 1000) == 19);
+  // After the free epochs (or without one) a plan grows in its first half, when two or more
+  // epochs more fit with the headroom: (1800 - 400 - 5 - 56) / 66 = 20.3 -> 5 + 20 = 25.
+  CHECK(replan(1800, 100, e60, 1, 19, 0, 1000) == 25);
+  CHECK(replan(1800, 400, e60, 5, 20, 1, 1000) == 25);
+  CHECK(replan(1800, 400, e60, 5, 20, 1, 22) == 22);    // at most the limit
+  CHECK(replan(1800, 400, e60, 5, 24, 1, 1000) == 24);  // one more epoch: not worth a change
+  CHECK(replan(1800, 460, e60, 6, 25, 1, 1000) == 25);  // the grown plan holds at that speed
+  // ... never in its second half ...
   CHECK(replan(1800, 700, e60, 10, 19, 1, 1000) == 19);
   // ... and shrinks only when the rest would end late: 10 epochs in 1000 s, 9 more of 60 s and
   // the test end at 1545 s (kept); at 120 s an epoch they would end at 2085 s, so the run

@@ -126,21 +126,33 @@ inline index_t free_epochs(const std::string& schedule, index_t warmup_epochs) {
 // epochs now take `at_this_speed.epoch_seconds` (with validation; the mean of the last few).
 // Within the free epochs the plan becomes the epochs that fit at that speed with the headroom,
 // as the first plan did (at least `done`, at most max_epochs), so a run that only changed there
-// equals `--epochs N`. Later it only shrinks, and only when the rest would end after the budget
-// itself; it then shrinks to what fits with the margin, so a run that keeps slowing does not
-// shrink by one epoch after every epoch.
+// equals `--epochs N`. Later it shrinks when the rest would end after the budget itself, to what
+// fits with the margin (so a run that keeps slowing does not shrink by one epoch after every
+// epoch); and it grows, in the first half of the plan only (while a longer schedule changes the
+// learning rate little), when at least `min_growth` more epochs fit with the headroom (a first
+// epoch slower than the rest, or a host that sped up, would otherwise leave minutes unused).
+// Between the two, a change of speed within the headroom keeps the plan.
+inline constexpr index_t min_growth = 2;
+
 inline index_t replan(double budget, double elapsed, const RunCosts& at_this_speed, index_t done,
                       index_t planned, index_t free, index_t max_epochs) {
+  const auto fits_with_headroom = [&] {
+    return done + epochs_left(budget, elapsed, with_headroom(at_this_speed));
+  };
   if (done <= free) {
-    const index_t fit = done + epochs_left(budget, elapsed, with_headroom(at_this_speed));
-    return std::clamp(fit, std::max<index_t>(done, 1), std::max(max_epochs, done));
+    return std::clamp(fits_with_headroom(), std::max<index_t>(done, 1), std::max(max_epochs, done));
   }
   if (done >= planned) return planned;
   const double projected = elapsed +
                            static_cast<double>(planned - done) * at_this_speed.epoch_seconds +
                            at_this_speed.test_seconds;
-  if (projected <= budget) return planned;
-  return std::max(done, std::min(planned, done + epochs_left(budget, elapsed, at_this_speed)));
+  if (projected > budget)
+    return std::max(done, std::min(planned, done + epochs_left(budget, elapsed, at_this_speed)));
+  if (2 * done <= planned) {
+    const index_t fit = std::min(fits_with_headroom(), std::max(max_epochs, planned));
+    if (fit >= planned + min_growth) return fit;
+  }
+  return planned;
 }
 
 }  // namespace fmnist

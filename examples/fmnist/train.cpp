@@ -335,7 +335,8 @@ Speeds measure_speeds(const Config& cfg, const FashionMnistSplit<float>& split, 
 }
 
 // After each epoch (on rank 0), re-plans the run (replan: within the free epochs both ways at
-// that epoch's speed, later only shorter at the mean speed of the last three). A change calls
+// that epoch's speed, later at the mean speed of the last three: shorter when it would end late,
+// longer in its first half when two or more epochs more fit). A change calls
 // the on_change hook (which records the new length before the epoch's checkpoint and
 // metrics.json are written: the guard runs before them) and asks fit() to stop;
 // train_command continues with the new length.
@@ -371,13 +372,21 @@ class BudgetGuard : public Callback<float> {
     epochs_ = replan(budget_, elapsed, {mean, test_seconds_}, s.epoch, planned, free_epochs_,
                      max_epochs_);
     if (epochs_ == planned) return true;
-    if (epochs_ > planned || s.epoch <= free_epochs_) {
+    if (s.epoch <= free_epochs_) {
       std::printf(
           "time budget: epoch %lld took %s (with validation); re-planned at that speed, with 10%% "
           "to spare: %lld epochs instead of %lld (the learning rate so far is the same for "
           "either length)\n",
           static_cast<long long>(s.epoch), format_duration(epoch_wall).c_str(),
           static_cast<long long>(epochs_), static_cast<long long>(planned));
+    } else if (epochs_ > planned) {
+      std::printf(
+          "time budget: after epoch %lld, epochs take %s (with validation, the mean of the last "
+          "%zu); %lld more fit with 10%% to spare: lengthening the run to %lld epochs (the "
+          "learning-rate schedule is recomputed for %lld epochs from here)\n",
+          static_cast<long long>(s.epoch), format_duration(mean).c_str(), recent_.size(),
+          static_cast<long long>(epochs_ - s.epoch), static_cast<long long>(epochs_),
+          static_cast<long long>(epochs_));
     } else {
       std::printf(
           "time budget: after epoch %lld, epochs take %s (with validation, the mean of the last "
