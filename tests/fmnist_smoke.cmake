@@ -149,6 +149,11 @@ run(TRUE "no validation images.*test accuracy 0\\.[0-9]+"
 run(FALSE "the teacher standardised its pixels with the statistics of the training images outside its last 0 \\(--validation 0\\); expected the student's statistics, --validation 5000"
     ${FMNIST} train --model seed --limit 1000 --epochs 1 --standardize on
     --teacher ${OUT}-noval/best.mrm --data ${SUBSET_DATA} --out ${OUT}-distill2)
+# A budget without validation says so.
+file(REMOVE_RECURSE ${OUT}-noval-budget)
+run(TRUE "time budget 6 s: [0-9]+ epochs of [0-9]+ steps .* per epoch without validation.*best training accuracy"
+    ${FMNIST} train --model seed --validation 0 --limit 1000 --time-budget 6s --threads 2
+    --data ${SUBSET_DATA} --out ${OUT}-noval-budget)
 run(FALSE "--validation: expected fewer than the 8000 training images \\(some must train\\), found 8000"
     ${FMNIST} train --model seed --validation 8000 --epochs 1 --data ${SUBSET_DATA}
     --out ${OUT}-noval2)
@@ -157,7 +162,7 @@ run(FALSE "--validation: expected fewer than the 8000 training images \\(some mu
 # covers everything from the start of the command) and writes complete outputs.
 file(REMOVE_RECURSE ${OUT}-budget)
 string(TIMESTAMP budget_start "%s")
-run(TRUE "time budget 25 s: [0-9]+ epochs of 16 steps at ~[0-9]+ images/s \\(measured\\).*test accuracy 0\\.[0-9]+"
+run(TRUE "time budget 25 s: [0-9]+ epochs of 16 steps at ~[0-9]+ images/s \\(measured\\): ~[0-9.]+ [a-z]+ per epoch with validation.*test accuracy 0\\.[0-9]+"
     ${FMNIST} train --model seed --limit 2000 --time-budget 25s --threads 2 --data ${SUBSET_DATA}
     --out ${OUT}-budget)
 string(TIMESTAMP budget_end "%s")

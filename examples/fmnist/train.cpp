@@ -343,9 +343,12 @@ Speeds measure_speeds(const Config& cfg, const FashionMnistSplit<float>& split, 
 class BudgetGuard : public Callback<float> {
  public:
   using clock = std::chrono::steady_clock;
+  // `contents`: what an epoch's time includes besides its steps, for the messages
+  // ("with validation", or "without validation" with --validation 0).
   BudgetGuard(double budget, clock::time_point start, index_t epochs, double test_seconds,
-              index_t free_epochs, index_t max_epochs)
-      : budget_(budget),
+              index_t free_epochs, index_t max_epochs, std::string contents)
+      : contents_(std::move(contents)),
+        budget_(budget),
         start_(start),
         epochs_(epochs),
         test_seconds_(test_seconds),
@@ -374,27 +377,28 @@ class BudgetGuard : public Callback<float> {
     if (epochs_ == planned) return true;
     if (s.epoch <= free_epochs_) {
       std::printf(
-          "time budget: epoch %lld took %s (with validation); re-planned at that speed, with 10%% "
+          "time budget: epoch %lld took %s (%s); re-planned at that speed, with 10%% "
           "to spare: %lld epochs instead of %lld (the learning rate so far is the same for "
           "either length)\n",
-          static_cast<long long>(s.epoch), format_duration(epoch_wall).c_str(),
+          static_cast<long long>(s.epoch), format_duration(epoch_wall).c_str(), contents_.c_str(),
           static_cast<long long>(epochs_), static_cast<long long>(planned));
     } else if (epochs_ > planned) {
       std::printf(
-          "time budget: after epoch %lld, epochs take %s (with validation, the mean of the last "
+          "time budget: after epoch %lld, epochs take %s (%s, the mean of the last "
           "%zu); %lld more fit with 10%% to spare: lengthening the run to %lld epochs (the "
           "learning-rate schedule is recomputed for %lld epochs from here)\n",
-          static_cast<long long>(s.epoch), format_duration(mean).c_str(), recent_.size(),
-          static_cast<long long>(epochs_ - s.epoch), static_cast<long long>(epochs_),
-          static_cast<long long>(epochs_));
+          static_cast<long long>(s.epoch), format_duration(mean).c_str(), contents_.c_str(),
+          recent_.size(), static_cast<long long>(epochs_ - s.epoch),
+          static_cast<long long>(epochs_), static_cast<long long>(epochs_));
     } else {
       std::printf(
-          "time budget: after epoch %lld, epochs take %s (with validation, the mean of the last "
+          "time budget: after epoch %lld, epochs take %s (%s, the mean of the last "
           "%zu); %lld more would end after the %s budget: shortening the run to %lld epochs (the "
           "learning-rate schedule is recomputed for %lld epochs from here)\n",
-          static_cast<long long>(s.epoch), format_duration(mean).c_str(), recent_.size(),
-          static_cast<long long>(planned - s.epoch), format_duration(budget_).c_str(),
-          static_cast<long long>(epochs_), static_cast<long long>(epochs_));
+          static_cast<long long>(s.epoch), format_duration(mean).c_str(), contents_.c_str(),
+          recent_.size(), static_cast<long long>(planned - s.epoch),
+          format_duration(budget_).c_str(), static_cast<long long>(epochs_),
+          static_cast<long long>(epochs_));
     }
     std::fflush(stdout);
     changes_.push_back({{"after_epoch", s.epoch}, {"from", planned}, {"to", epochs_}});
@@ -412,6 +416,7 @@ class BudgetGuard : public Callback<float> {
   }
 
  private:
+  std::string contents_;
   double budget_;
   clock::time_point start_, last_;
   index_t epochs_;
@@ -473,6 +478,11 @@ StoredRun stored_or_new_run(const TrainArgs& args, const Common& common, Config&
   return stored;
 }
 
+// What an epoch's time includes besides its steps, as the budget messages say it.
+std::string epoch_contents(const FashionMnistSplit<float>& split) {
+  return split.validation.size() > 0 ? "with validation" : "without validation";
+}
+
 // The plan of a run with a time budget: the epochs that fit from the speed measured now
 // (cfg.epochs is set to them), the line that tells the user, and its record for metrics.json.
 struct BudgetPlan {
@@ -497,12 +507,13 @@ BudgetPlan plan_budget(double budget, std::chrono::steady_clock::time_point star
   std::snprintf(
       line, sizeof line,
       "time budget %s: %lld epochs of %lld steps at ~%.0f images/s (measured): ~%s per epoch "
-      "with validation, ~%s of test; ends in ~%s at that speed, ~%s if epochs are 10%% slower "
+      "%s, ~%s of test; ends in ~%s at that speed, ~%s if epochs are 10%% slower "
       "(%s so far)%s\n",
       format_duration(budget).c_str(), static_cast<long long>(cfg.epochs),
       static_cast<long long>(steps), speed.train, format_duration(costs.epoch_seconds).c_str(),
-      format_duration(costs.test_seconds).c_str(), format_duration(total).c_str(),
-      format_duration(slower).c_str(), format_duration(elapsed).c_str(),
+      epoch_contents(split).c_str(), format_duration(costs.test_seconds).c_str(),
+      format_duration(total).c_str(), format_duration(slower).c_str(),
+      format_duration(elapsed).c_str(),
       slower > budget ? " (one epoch is the least a run trains: over budget)" : "");
   return {costs.test_seconds,
           line,
@@ -671,7 +682,8 @@ int train_command(const TrainArgs& args, const Common& common) {
 
   fo.validation = split.validation;
   BudgetGuard guard(budget, started, cfg.epochs, plan.test_seconds,
-                    free_epochs(cfg.schedule, cfg.warmup_epochs), Limits::max_epochs);
+                    free_epochs(cfg.schedule, cfg.warmup_epochs), Limits::max_epochs,
+                    epoch_contents(split));
   // A change of plan is recorded before the epoch's checkpoint and metrics.json are written,
   // so both (and a --resume from them) hold the new length.
   guard.on_change([&](index_t epochs) {
