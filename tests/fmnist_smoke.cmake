@@ -154,6 +154,11 @@ file(REMOVE_RECURSE ${OUT}-noval-budget)
 run(TRUE "time budget 6 s: [0-9]+ epochs of [0-9]+ steps .* per epoch without validation.*best training accuracy"
     ${FMNIST} train --model seed --validation 0 --limit 1000 --time-budget 6s --threads 2
     --data ${SUBSET_DATA} --out ${OUT}-noval-budget)
+# Without standardisation a teacher with another split is fine, unless it trained on images
+# the student validates on.
+run(FALSE "the teacher trained on all but the last 5000 training images \\(--validation 5000\\), some of those the student validates on; expected a teacher with --validation 6000 or more"
+    ${FMNIST} train --model seed --limit 1000 --epochs 1 --validation 6000
+    --teacher ${OUT}/best.mrm --data ${SUBSET_DATA} --out ${OUT}-distill2)
 run(FALSE "--validation: expected fewer than the 8000 training images \\(some must train\\), found 8000"
     ${FMNIST} train --model seed --validation 8000 --epochs 1 --data ${SUBSET_DATA}
     --out ${OUT}-noval2)

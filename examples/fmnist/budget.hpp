@@ -123,7 +123,8 @@ inline index_t free_epochs(const std::string& schedule, index_t warmup_epochs) {
 }
 
 // The plan after an epoch: `done` epochs of `planned` took `elapsed` seconds of the budget, and
-// epochs now take `at_this_speed.epoch_seconds` (with validation; the mean of the last few).
+// epochs now take `at_this_speed.epoch_seconds` (with validation if any; the mean of the last
+// few).
 // Within the free epochs the plan becomes the epochs that fit at that speed with the headroom,
 // as the first plan did (at least `done`, at most max_epochs), so a run that only changed there
 // equals `--epochs N`. Later it shrinks when the rest would end after the budget itself, to what

@@ -451,7 +451,8 @@ struct StoredRun {
   Config config;
   std::vector<EpochStats> history;  // epochs 1 .. epoch
   index_t epoch = 0;                // the last complete epoch
-  double best = 0;                  // the best validation accuracy so far, reached at best_epoch
+  double best = 0;                  // the best validation accuracy so far (training accuracy under
+                                    // --validation 0), reached at best_epoch
   index_t best_epoch = 0;
 };
 

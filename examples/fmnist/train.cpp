@@ -195,6 +195,16 @@ std::optional<Model<float>> load_teacher(const Config& cfg, const FashionMnistSp
         std::to_string(taught.validation) + " (--validation " + std::to_string(taught.validation) +
         "); expected the student's statistics, --validation " + std::to_string(cfg.validation));
   }
+  // Without standardisation the splits may differ, but the teacher must not have trained on
+  // images the student validates on (the last cfg.validation): its soft targets would leak them.
+  if (taught.validation < cfg.validation) {
+    throw ValueError(where + ": the teacher trained on all but the last " +
+                     std::to_string(taught.validation) + " training images (--validation " +
+                     std::to_string(taught.validation) +
+                     "), some of those the student validates on; expected a teacher with "
+                     "--validation " +
+                     std::to_string(cfg.validation) + " or more");
+  }
   minires::detail::check_dataset(teacher, split.train, where.c_str());
   *record = {{"file", cfg.teacher},
              {"model", taught.model},
