@@ -392,23 +392,21 @@ class BudgetGuard : public Callback<float> {
           "either length)\n",
           static_cast<long long>(s.epoch), format_duration(epoch_wall).c_str(), contents_.c_str(),
           static_cast<long long>(epochs_), static_cast<long long>(planned));
-    } else if (epochs_ > planned) {
-      std::printf(
-          "time budget: after epoch %lld, epochs take %s (%s, the mean of the last "
-          "%zu); %lld more fit with 10%% to spare: lengthening the run to %lld epochs (the "
-          "learning-rate schedule is recomputed for %lld epochs from here)\n",
-          static_cast<long long>(s.epoch), format_duration(mean).c_str(), contents_.c_str(),
-          recent_.size(), static_cast<long long>(epochs_ - s.epoch),
-          static_cast<long long>(epochs_), static_cast<long long>(epochs_));
     } else {
+      char change[160];  // what the rest of the plan does at this speed
+      if (epochs_ > planned) {
+        std::snprintf(change, sizeof change, "%lld more fit with 10%% to spare: lengthening",
+                      static_cast<long long>(epochs_ - s.epoch));
+      } else {
+        std::snprintf(change, sizeof change, "%lld more would end after the %s budget: shortening",
+                      static_cast<long long>(planned - s.epoch), format_duration(budget_).c_str());
+      }
       std::printf(
-          "time budget: after epoch %lld, epochs take %s (%s, the mean of the last "
-          "%zu); %lld more would end after the %s budget: shortening the run to %lld epochs (the "
-          "learning-rate schedule is recomputed for %lld epochs from here)\n",
+          "time budget: after epoch %lld, epochs take %s (%s, the mean of the last %zu); %s the "
+          "run to %lld epochs (the learning-rate schedule is recomputed for %lld epochs from "
+          "here)\n",
           static_cast<long long>(s.epoch), format_duration(mean).c_str(), contents_.c_str(),
-          recent_.size(), static_cast<long long>(planned - s.epoch),
-          format_duration(budget_).c_str(), static_cast<long long>(epochs_),
-          static_cast<long long>(epochs_));
+          recent_.size(), change, static_cast<long long>(epochs_), static_cast<long long>(epochs_));
     }
     std::fflush(stdout);
     changes_.push_back({{"after_epoch", s.epoch}, {"from", planned}, {"to", epochs_}});
