@@ -1,10 +1,10 @@
 // Where a training step spends its time, layer by layer.
 //
-//   build/release/bench/profile_step [seed|resnet] [threads] [steps] [nofuse]
+//   build/release/bench/profile_step [seed|resnet] [threads] [steps] [nofuse] [bf16]
 //
 // Runs `steps` training steps (batch 128) after two warm-up steps with Model profiling on and
 // prints milliseconds per call, forward and backward, for every layer, slowest first. `nofuse`
-// turns ReLU fusion off (Model::set_fusion) for comparison.
+// turns ReLU fusion off (Model::set_fusion) for comparison; `bf16` sets MatmulPrecision::BF16.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -23,7 +23,12 @@ int main(int argc, char** argv) {
       return 2;
     }
     minires::set_num_threads(threads);
-    const bool fuse = !(argc > 4 && std::string(argv[4]) == "nofuse");
+    bool fuse = true;
+    for (int i = 4; i < argc; ++i) {
+      if (std::string(argv[i]) == "nofuse") fuse = false;
+      if (std::string(argv[i]) == "bf16")
+        minires::set_matmul_precision(minires::MatmulPrecision::BF16);
+    }
     bench::ModelStep step(name, 128, fuse);
     step.train_step();
     step.train_step();

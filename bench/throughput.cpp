@@ -10,6 +10,7 @@
 // gradients) of a kernel x kernel 'same' convolution without bias, in -> out channels at
 // size x size, stride `stride`, batch 128. Prints one line of JSON; "gflops" counts 2 per
 // multiply-add of the convolutions and Dense layers (bench::ModelStep::flops_per_image).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -124,7 +125,13 @@ int conv_main(minires::index_t in_channels, minires::index_t out_channels, minir
 
 int main(int argc, char** argv) {
   try {
-    const std::vector<std::string> a(argv + 1, argv + argc);
+    std::vector<std::string> a(argv + 1, argv + argc);
+    // "bf16" anywhere: MatmulPrecision::BF16 (AMX bfloat16 convolutions where available).
+    const auto bf16 = std::find(a.begin(), a.end(), "bf16");
+    if (bf16 != a.end()) {
+      minires::set_matmul_precision(minires::MatmulPrecision::BF16);
+      a.erase(bf16);
+    }
     if (a.size() >= 4 && a[0] == "model") {
       return model_main(a[1], a[2], std::stoi(a[3]), a.size() > 4 ? std::stod(a[4]) : 5.0,
                         a.size() > 5 ? a[5] : "");
@@ -134,9 +141,10 @@ int main(int argc, char** argv) {
                        std::stol(a[5]), std::stoi(a[6]), a.size() > 7 ? std::stod(a[7]) : 2.0);
     }
     std::fprintf(stderr,
-                 "usage: throughput model <seed|resnet> <train|infer> <threads> [seconds] [dir]\n"
+                 "usage: throughput model <seed|resnet> <train|infer> <threads> [seconds] [dir] "
+                 "[bf16]\n"
                  "       throughput conv <in> <out> <size> <kernel> <stride> <threads> "
-                 "[seconds]\n");
+                 "[seconds] [bf16]\n");
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "throughput: %s\n", e.what());

@@ -259,6 +259,28 @@ if(PRLIMIT)
   endif()
 endif()
 
+# --precision bf16: the ResNet trains in bfloat16 where the build and the CPU have AMX, and
+# records it; elsewhere the run is refused with the reason, before it writes anything.
+execute_process(COMMAND ${FMNIST} train --precision bf16 --limit 640 --validation 320 --epochs 1
+                        --threads 2 --data ${SUBSET_DATA} --out ${OUT}/bf16
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 600)
+if(rc EQUAL 0)
+  file(READ ${OUT}/bf16/metrics.json metrics)
+  string(JSON precision GET "${metrics}" config precision)
+  string(JSON bf16_acc GET "${metrics}" test accuracy)
+  if(NOT precision STREQUAL "bf16")
+    message(FATAL_ERROR "metrics.json records precision ${precision}, expected bf16")
+  endif()
+  message(STATUS "ok: --precision bf16 trained on AMX (test accuracy ${bf16_acc})")
+elseif("${out}${err}" MATCHES "--precision bf16: expected a CPU with AMX-BF16")
+  if(EXISTS ${OUT}/bf16/metrics.json)
+    message(FATAL_ERROR "a refused --precision bf16 run wrote metrics.json")
+  endif()
+  message(STATUS "ok: --precision bf16 refused without AMX")
+else()
+  message(FATAL_ERROR "--precision bf16 failed (${rc}) without saying why:\n${out}${err}")
+endif()
+
 # A second run into a directory that a run is writing into fails at once.
 find_program(FLOCK flock)
 if(FLOCK)

@@ -106,6 +106,7 @@ TEST_CASE("every malformed field of a stored run is a FormatError naming file an
   CHECK_THAT(config_with("validation", -1), Contains("'validation'") && Contains("from 0"));
   CHECK_THAT(config_with("validation", "none"), Contains("field 'validation'"));
   CHECK_THAT(config_with("decay_vectors", 1), Contains("field 'decay_vectors'"));
+  CHECK_THAT(config_with("precision", "fp16"), Contains("'precision'") && Contains("bf16"));
   CHECK_THAT(config_with("teacher", 3), Contains("field 'teacher'") && Contains("a string"));
   CHECK_THAT(config_with("distill_weight", 1.5),
              Contains("'distill_weight'") && Contains("from 0 to 1"));
@@ -118,8 +119,8 @@ TEST_CASE("every malformed field of a stored run is a FormatError naming file an
 TEST_CASE("checkpoints written before a field existed still read, with the old defaults") {
   Metadata m = good_metadata();
   fmnist::json c = fmnist::json::parse(m.at("config"));
-  for (const char* key :
-       {"keras_clip", "precise_bn", "tta", "tta_shift", "label_smoothing", "ema", "erase"})
+  for (const char* key : {"keras_clip", "precise_bn", "tta", "tta_shift", "label_smoothing", "ema",
+                          "erase", "precision"})
     c.erase(key);
   c["augment"] = false;  // a bool before "flip" existed
   m["config"] = c.dump();
@@ -132,7 +133,8 @@ TEST_CASE("checkpoints written before a field existed still read, with the old d
   CHECK(run.config.teacher.empty());  // before distillation: no teacher
   CHECK(run.config.distill_weight == 0.9);
   CHECK(run.config.distill_temperature == 4.0);
-  CHECK(run.config.validation == 5000);  // before --validation: the notebook's split
+  CHECK(run.config.validation == 5000);   // before --validation: the notebook's split
+  CHECK(run.config.precision == "fp32");  // before --precision: fp32 throughout
   CHECK(run.best_epoch == 0);
 
   // A ResNet run from before zero_init_residual and decay_vectors trained without the one and
@@ -267,7 +269,7 @@ TEST_CASE("settings: the model's defaults, then what was given") {
         fmnist::json{{"model", "seed"}, {"augment", "flip"}, {"lr", 0.01}, {"tta", false}});
   // Every key of a complete configuration is a setting; to_json and config_from_json agree.
   CHECK(fmnist::config_from_json(flips.to_json(), "").to_json() == flips.to_json());
-  CHECK(flips.to_json().size() == 25);
+  CHECK(flips.to_json().size() == 26);
 }
 
 TEST_CASE("fmnist --time-budget: durations, and the epochs that fit") {

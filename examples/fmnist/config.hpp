@@ -49,6 +49,11 @@ inline const std::vector<std::string>& schedule_names() {
   return names;
 }
 
+inline const std::vector<std::string>& precision_names() {
+  static const std::vector<std::string> names = {"fp32", "bf16"};
+  return names;
+}
+
 inline bool is_one_of(const std::string& s, const std::vector<std::string>& names) {
   for (const auto& n : names)
     if (n == s) return true;
@@ -149,6 +154,7 @@ struct Config {
   std::string teacher;              // a trained model's checkpoint to distil from ("": none)
   double distill_weight = 0.9;      // the teacher's soft targets' share of the loss
   double distill_temperature = 4;   // the soft targets' temperature
+  std::string precision = "fp32";   // the convolutions' products: fp32 or bf16 (AMX only)
 
   // Checks a complete configuration: throws ValueError naming the first setting outside its
   // range, prefixed by `where`.
@@ -191,6 +197,8 @@ struct Config {
       fail("zero_init_residual", "off for the model '" + model + "' (only resnet has it)", "on");
     real_range("distill_weight", distill_weight, 0, 1, false);
     real_range("distill_temperature", distill_temperature, 0, Limits::max_temperature, true);
+    if (!is_one_of(precision, precision_names()))
+      fail("precision", "one of " + join(precision_names()), precision);
   }
 
   json to_json() const;
@@ -218,6 +226,7 @@ struct Settings {
   std::optional<bool> zero_init_residual, decay_vectors;
   std::optional<std::string> teacher;
   std::optional<double> distill_weight, distill_temperature;
+  std::optional<std::string> precision;
 
   Config resolve() const;
   // The given settings only, keyed and written as in Config::to_json.
@@ -252,6 +261,7 @@ void for_each_setting(S& s, C& c, F&& f) {
   f("teacher", s.teacher, c.teacher);
   f("distill_weight", s.distill_weight, c.distill_weight);
   f("distill_temperature", s.distill_temperature, c.distill_temperature);
+  f("precision", s.precision, c.precision);
 }
 
 inline json Config::to_json() const {
@@ -412,6 +422,7 @@ inline Config config_from_json(const json& j, const std::string& where) {
   c.teacher = f.has("teacher") ? f.str("teacher") : std::string();
   c.distill_weight = f.has("distill_weight") ? f.number("distill_weight") : 0.9;
   c.distill_temperature = f.has("distill_temperature") ? f.number("distill_temperature") : 4.0;
+  c.precision = f.has("precision") ? f.str("precision") : std::string("fp32");
   try {
     c.validate("");
   } catch (const ValueError& e) {

@@ -584,6 +584,21 @@ void final_test(Model<float>& model, const Config& cfg, const ImageDataset<float
   if (common.lead()) recorder.write(&t);
 }
 
+// --precision: the convolutions' products in fp32, or in bfloat16 on AMX tiles (set before any
+// model is built: layers read it at setup).
+void apply_precision(const Config& cfg) {
+  if (cfg.precision != "bf16") {
+    set_matmul_precision(MatmulPrecision::Highest);
+    return;
+  }
+  if (!minires::kernels::amx_available()) {
+    throw ValueError(
+        "--precision bf16: expected a CPU with AMX-BF16 and a build for it (-march=native on "
+        "that CPU), found neither here; use --precision fp32");
+  }
+  set_matmul_precision(MatmulPrecision::BF16);
+}
+
 int train_command(const TrainArgs& args, const Common& common) {
   const auto started = std::chrono::steady_clock::now();  // the time budget's clock
   const std::string& out = args.out;
@@ -596,6 +611,7 @@ int train_command(const TrainArgs& args, const Common& common) {
   const std::string last = out + "/last.mrm", best = out + "/best.mrm";
   const StoredRun stored = stored_or_new_run(args, common, cfg);
   cfg.validate("");
+  apply_precision(cfg);  // before the first model is built
 
   Model<float> model = build_model<float>(cfg.model, cfg.zero_init_residual);
   model.init(cfg.seed);
@@ -845,6 +861,10 @@ Command add_train_command(CLI::App& program, Common& common) {
                   "With --teacher: the temperature of the teacher's and the student's softmax "
                   "in the soft-target term (default 4)")
       ->check(in_range<double>(0, Limits::max_temperature, /*open_lo=*/true));
+  optional_option(train, "--precision", s.precision,
+                  "The convolutions' products: fp32, or bf16 (both operands rounded to bfloat16, "
+                  "sums in fp32) on Intel AMX tiles, where the CPU has them (default fp32)")
+      ->check(CLI::IsMember(precision_names()));
   optional_option(train, "--seed", s.seed,
                   "Seed of initialisation, shuffling and augmentation, 0 to 2^64 - 1 (default 1)")
       ->check(seed_value());

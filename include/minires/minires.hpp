@@ -9,6 +9,7 @@
 #include "minires/core/error.hpp"
 #include "minires/core/file.hpp"
 #include "minires/core/parallel.hpp"
+#include "minires/core/precision.hpp"
 #include "minires/core/rng.hpp"
 #include "minires/core/shape.hpp"
 #include "minires/core/span.hpp"

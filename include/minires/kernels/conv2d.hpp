@@ -24,6 +24,7 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "minires/core/parallel.hpp"
 #include "minires/core/shape.hpp"
@@ -52,15 +53,102 @@ inline index_t slot_grain(int slots, index_t n, const ConvGeometry& g, index_t f
   return std::min<index_t>(slots, parallel_grain(vector_fmas));
 }
 
+// The AMX path (conv/im2col_amx.hpp); planned only for float in an AMX build.
+template <class T>
+void conv2d_amx_forward(const T* x, index_t n, const ConvGeometry& g, const T* w, const T* b,
+                        index_t filters, T* y, T* work, int slots, const Conv2DPlan& plan) {
+#if MINIRES_AMX
+  if constexpr (std::is_same_v<T, float>) {
+    const index_t in_size = g.in_size(), out_size = filters * g.col_cols(), K = g.col_rows();
+    auto* wb = reinterpret_cast<bf16_t*>(work + plan.shared_size() - plan.amx_w - plan.amx_wt);
+    amx_pack_rows(w, K, 1, filters, K, wb);
+    T* slot_work = work + plan.shared_size();
+    parallel_for(slots, slot_grain(slots, n, g, filters, simd_width<T>()),
+                 [&](index_t s0, index_t s1) {
+                   for (index_t s = s0; s < s1; ++s) {
+                     const index_t begin = slot_begin(n, slots, int(s)),
+                                   end = slot_begin(n, slots, int(s) + 1);
+                     T* col = slot_work + s * plan.slot_size();
+                     T* out = col + plan.col + plan.dy;
+                     T* bf = out + plan.dcol + plan.acc + plan.wino;
+                     for (index_t i = begin; i < end; i += plan.group) {
+                       conv2d_amx_forward_group(x + i * in_size, std::min(plan.group, end - i), g,
+                                                wb, b, filters, y + i * out_size, col, out, bf);
+                     }
+                   }
+                 });
+    return;
+  }
+#endif
+  (void)x, (void)n, (void)g, (void)w, (void)b, (void)filters, (void)y, (void)work, (void)slots,
+      (void)plan;
+  throw Error("conv2d_forward: the AMX plan needs float and an AMX build");
+}
+
+// The AMX input gradient's bf16 wᵀ (Kp x Fp) into `to` (floats of workspace).
+template <class T>
+void conv2d_amx_pack_wt(const T* w, index_t K, index_t filters, T* to) {
+#if MINIRES_AMX
+  if constexpr (std::is_same_v<T, float>) {
+    amx_pack_rows(w, 1, K, K, filters, reinterpret_cast<bf16_t*>(to));
+    return;
+  }
+#endif
+  (void)w, (void)K, (void)filters, (void)to;
+}
+
+// One slot's images [begin, end) of the AMX backward, accumulating into dws/dbs (this slot's
+// dw and db) and dx; conv2d_amx_pack_wt has packed wᵀ into the shared workspace.
+template <class T>
+void conv2d_amx_backward_slot(const T* x, const T* dy, index_t begin, index_t end,
+                              const ConvGeometry& g, index_t filters, const Conv2DPlan& plan,
+                              T* work, T* dx, T* dws, T* dbs, T* sw) {
+#if MINIRES_AMX
+  if constexpr (std::is_same_v<T, float>) {
+    const index_t in_size = g.in_size(), P = g.col_cols(), K = g.col_rows();
+    const index_t out_size = filters * P, Fp = amx_pad(filters);
+    const auto* wtb = reinterpret_cast<const bf16_t*>(work + plan.shared_size() - plan.amx_wt);
+    T* col = sw;
+    T* dyg = col + plan.col;
+    T* out = dyg + plan.dy;
+    T* dwt = out + plan.dcol;
+    T* bf = dwt + plan.acc + plan.wino;
+    std::fill(dwt, dwt + plan.acc, T(0));
+    using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+    for (index_t i = begin; i < end; i += plan.group) {
+      const index_t gn = std::min(plan.group, end - i);
+      if (dbs != nullptr) {
+        for (index_t j = 0; j < gn; ++j)
+          for (index_t f = 0; f < filters; ++f)
+            dbs[f] += Eigen::Map<const Vec>(dy + (i + j) * out_size + f * P, P).sum();
+      }
+      conv2d_amx_backward_group(x + i * in_size, dy + i * out_size, gn, g, wtb, filters,
+                                dx != nullptr ? dx + i * in_size : nullptr, dwt, col, dyg, out, bf);
+    }
+    for (index_t f = 0; f < filters; ++f)
+      for (index_t k = 0; k < K; ++k) dws[f * K + k] += dwt[k * Fp + f];
+    return;
+  }
+#endif
+  (void)x, (void)dy, (void)begin, (void)end, (void)g, (void)filters, (void)plan, (void)work,
+      (void)dx, (void)dws, (void)dbs, (void)sw;
+  throw Error("conv2d_backward: the AMX plan needs float and an AMX build");
+}
+
 }  // namespace detail
 
 // y = conv(x, w) + b for a batch of n images (b may be null). work: conv2d_workspace_size(g,
-// filters, slots) elements.
+// filters, slots, precision) elements.
 template <class T>
 void conv2d_forward(const T* x, index_t n, const ConvGeometry& g, const T* w, const T* b,
-                    index_t filters, T* y, T* work, int slots) {
+                    index_t filters, T* y, T* work, int slots,
+                    MatmulPrecision precision = MatmulPrecision::Highest) {
   const index_t in_size = g.in_size(), out_size = filters * g.col_cols();
-  const Conv2DPlan plan = conv2d_plan<T>(g, filters);
+  const Conv2DPlan plan = conv2d_plan<T>(g, filters, precision);
+  if (plan.algorithm == Conv2DAlgorithm::AmxBf16) {
+    detail::conv2d_amx_forward(x, n, g, w, b, filters, y, work, slots, plan);
+    return;
+  }
   const index_t C = g.channels;
   T* wp = work;
   T* wu = work + plan.packed_w + plan.packed_wt;  // Winograd: U = G w Gᵀ, packed
@@ -96,6 +184,7 @@ void conv2d_forward(const T* x, index_t n, const ConvGeometry& g, const T* w, co
           break;
         case Conv2DAlgorithm::Im2col:
         case Conv2DAlgorithm::Winograd:  // (handled above)
+        case Conv2DAlgorithm::AmxBf16:
           conv2d_im2col_forward_group(xi, gn, g, wp, b, filters, yi, col);
           break;
       }
@@ -108,13 +197,14 @@ void conv2d_forward(const T* x, index_t n, const ConvGeometry& g, const T* w, co
 }
 
 // Gradients of a batch of n images, accumulated into dw (F x K), db (F, may be null) and dx
-// (may be null). work: conv2d_workspace_size(g, filters, slots) elements.
+// (may be null). work: conv2d_workspace_size(g, filters, slots, precision) elements.
 template <class T>
 void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, const T* w,
-                     index_t filters, T* dx, T* dw, T* db, T* work, int slots) {
+                     index_t filters, T* dx, T* dw, T* db, T* work, int slots,
+                     MatmulPrecision precision = MatmulPrecision::Highest) {
   const index_t in_size = g.in_size(), P = g.col_cols(), K = g.col_rows();
   const index_t out_size = filters * P;
-  const Conv2DPlan plan = conv2d_plan<T>(g, filters);
+  const Conv2DPlan plan = conv2d_plan<T>(g, filters, precision);
   const index_t w_size = filters * K, partial_size = plan.partial;
   const index_t fpad = round_up(filters, simd_width<T>());
   const index_t C = g.channels;
@@ -130,6 +220,8 @@ void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, 
       conv2d_shifted_pack_wt(w, g, filters, plan, offsets, wtp);
     } else if (plan.algorithm == Conv2DAlgorithm::Im2col) {
       pack_a(w, 1, K, K, filters, wtp);  // wᵀ: (k, f) at w[f*K + k]
+    } else if (plan.algorithm == Conv2DAlgorithm::AmxBf16) {
+      detail::conv2d_amx_pack_wt(w, K, filters, work + plan.shared_size() - plan.amx_wt);
     }
   }
   T* slot_work = work + plan.shared_size();
@@ -149,6 +241,10 @@ void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, 
     if (shifted) std::fill(dwt, dwt + plan.acc, T(0));
     const index_t begin = detail::slot_begin(n, slots, s),
                   end = detail::slot_begin(n, slots, s + 1);
+    if (plan.weights == Conv2DAlgorithm::AmxBf16) {
+      detail::conv2d_amx_backward_slot(x, dy, begin, end, g, filters, plan, work, dx, dws, dbs, sw);
+      return;
+    }
     if (winograd) {
       T* wino = sw + plan.col + plan.dy + plan.dcol + plan.acc;
       if (dbs != nullptr) {
@@ -192,6 +288,7 @@ void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, 
           break;
         case Conv2DAlgorithm::Im2col:
         case Conv2DAlgorithm::Winograd:  // (handled above)
+        case Conv2DAlgorithm::AmxBf16:
           conv2d_im2col_backward_group(xi, dyi, gn, g, wtp, filters, plan, dxi, dws, sw);
           break;
       }

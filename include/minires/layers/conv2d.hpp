@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "minires/core/parallel.hpp"
+#include "minires/core/precision.hpp"
 #include "minires/init/initializers.hpp"
 #include "minires/kernels/conv2d.hpp"
 #include "minires/kernels/elementwise.hpp"
@@ -117,7 +118,8 @@ class Conv2D : public UnaryLayer<T> {
       folded_bias_[f] = (options_.use_bias ? bias[f] * scale[f] : T(0)) + shift[f];
     }
     kernels::conv2d_forward(in.data(), in.dim(0), geometry_, folded_kernel_.data(),
-                            folded_bias_.data(), filters_, y.data(), workspace(), slots_);
+                            folded_bias_.data(), filters_, y.data(), workspace(), slots_,
+                            precision_);
     if (relu) kernels::relu_forward(y.data(), y.data(), y.size());
   }
 
@@ -128,9 +130,10 @@ class Conv2D : public UnaryLayer<T> {
   }
 
   const char* algorithm() const override {
-    return geometry_.channels > 0 ? kernels::conv2d_algorithm_name(
-                                        kernels::conv2d_plan<T>(geometry_, filters_).algorithm)
-                                  : "";
+    return geometry_.channels > 0
+               ? kernels::conv2d_algorithm_name(
+                     kernels::conv2d_plan<T>(geometry_, filters_, precision_).algorithm)
+               : "";
   }
 
   // Fluent settings, as Conv2DOptions has them: m.add(Conv2D(64, 3).strides(2).same(), x).
@@ -200,7 +203,8 @@ class Conv2D : public UnaryLayer<T> {
     }
     // One slot per thread (no more than images): slot scratch is planned here, once.
     slots_ = static_cast<int>(std::max<index_t>(1, std::min<index_t>(num_threads(), inputs[0][0])));
-    work_size_ = kernels::conv2d_workspace_size<T>(geometry_, filters_, slots_);
+    precision_ = matmul_precision();
+    work_size_ = kernels::conv2d_workspace_size<T>(geometry_, filters_, slots_, precision_);
     if (shared_work_) {
       work_ = Tensor<T>();
       work_ptr_ = nullptr;  // set_workspace() follows
@@ -221,7 +225,7 @@ class Conv2D : public UnaryLayer<T> {
   void forward(Span<const Tensor<T>* const> x, Tensor<T>& y, Mode /*mode*/) override {
     const Tensor<T>& in = this->forward_input(x, y);
     kernels::conv2d_forward(in.data(), in.dim(0), geometry_, kernel.data(), bias_data(), filters_,
-                            y.data(), workspace(), slots_);
+                            y.data(), workspace(), slots_, precision_);
   }
 
   // With col[n] = im2col(x[n]) (C*kh*kw, OH*OW) and the kernel viewed as W (filters, C*kh*kw):
@@ -233,7 +237,8 @@ class Conv2D : public UnaryLayer<T> {
     const Tensor<T>& in = *x[0];
     kernels::conv2d_backward(in.data(), dy.data(), in.dim(0), geometry_, kernel.data(), filters_,
                              dx0 != nullptr ? dx0->data() : nullptr, dkernel.data(),
-                             options_.use_bias ? dbias.data() : nullptr, workspace(), slots_);
+                             options_.use_bias ? dbias.data() : nullptr, workspace(), slots_,
+                             precision_);
   }
 
   std::vector<ParamRef<T>> params() override {
@@ -271,6 +276,7 @@ class Conv2D : public UnaryLayer<T> {
   index_t filters_, kernel_h_, kernel_w_;
   kernels::ConvGeometry geometry_;
   int slots_ = 1;
+  MatmulPrecision precision_ = MatmulPrecision::Highest;  // matmul_precision() at setup
   // Packed weights, per-slot columns and partial gradients (kernels::Conv2DPlan): work_, or a
   // buffer shared by a Model's layers (share_workspace).
   T* workspace() const {

@@ -7,11 +7,17 @@
 //   im2col_gemm.hpp   everything else: im2col columns of a group of images, one product
 //   winograd.hpp      3x3, stride 1, wide enough (conv2d_is_winograd): forward, input gradient
 //                     and weight gradient by Winograd F(4x4, 3x3)
+//   im2col_amx.hpp    under MatmulPrecision::BF16 where AMX is available (amx_available), for
+//                     fp32 convolutions of 32 or more column rows: im2col + bfloat16 products
 #pragma once
 
 #include <algorithm>
 
+#include <type_traits>
+
+#include "minires/core/precision.hpp"
 #include "minires/core/shape.hpp"
+#include "minires/kernels/conv/im2col_amx.hpp"
 #include "minires/kernels/conv/winograd.hpp"
 #include "minires/kernels/im2col.hpp"
 #include "minires/kernels/packed_gemm.hpp"
@@ -19,7 +25,7 @@
 namespace minires::kernels {
 
 // The algorithms of conv2d_forward/backward.
-enum class Conv2DAlgorithm { Pointwise, Shifted, Im2col, Winograd };
+enum class Conv2DAlgorithm { Pointwise, Shifted, Im2col, Winograd, AmxBf16 };
 
 inline const char* conv2d_algorithm_name(Conv2DAlgorithm a) noexcept {
   switch (a) {
@@ -31,6 +37,8 @@ inline const char* conv2d_algorithm_name(Conv2DAlgorithm a) noexcept {
       return "im2col";
     case Conv2DAlgorithm::Winograd:
       return "winograd";
+    case Conv2DAlgorithm::AmxBf16:
+      return "amx-bf16";
   }
   return "?";
 }
@@ -103,6 +111,7 @@ struct Conv2DPlan {
   index_t dcol = 0;       // per slot: wᵀ · dy, K x G*P (shifted: the product, C x cols, and
                           // before it dypᵀ, cols x round_up(F, SIMD width))
   index_t acc = 0;        // per slot, shifted only: dwᵀ of the slot's images, K x round_up(F)
+                          // (AMX: Kp x Fp)
   index_t partial = 0;    // per slot after the first: dw (F x K) then db (F)
   // Shifted convolutions (all 0 otherwise): the padded layout of the header comment.
   index_t row = 0, gap = 0, origin = 0;  // Wp, gap, offset of the first pixel
@@ -116,13 +125,18 @@ struct Conv2DPlan {
   index_t wino_ut = 0;     // the input gradient's, winograd_packed_size(C, F)
   index_t wino = 0;        // per slot: the larger of winograd_slot_size(block, max(C, F)) and
                            // the weight gradient's work and dUt
+  // AMX (all 0 otherwise): bf16 w (Fp x Kp) and wᵀ (Kp x Fp) shared, conv2d_amx_slot_floats
+  // per slot; col, dy and dcol as im2col's, dcol holding max(Fp, Kp) x Gp.
+  index_t amx_w = 0, amx_wt = 0, amx = 0;
 
   bool shifted() const noexcept { return image_cols > 0; }  // conv2d_is_shifted, as planned
 
-  // Workspace: packed_w, packed_wt, wino_u, wino_ut, then per slot col, dy, dcol, acc, wino,
-  // then the partial gradients of slots 1...
-  index_t shared_size() const noexcept { return packed_w + packed_wt + wino_u + wino_ut; }
-  index_t slot_size() const noexcept { return col + dy + dcol + acc + wino; }
+  // Workspace: packed_w, packed_wt, wino_u, wino_ut, amx_w, amx_wt, then per slot col, dy,
+  // dcol, acc, wino, amx, then the partial gradients of slots 1...
+  index_t shared_size() const noexcept {
+    return packed_w + packed_wt + wino_u + wino_ut + amx_w + amx_wt;
+  }
+  index_t slot_size() const noexcept { return col + dy + dcol + acc + wino + amx; }
   index_t size(int slots) const noexcept {
     return shared_size() + slots * slot_size() + (slots - 1) * partial;
   }
@@ -200,8 +214,38 @@ inline WinogradShape winograd_input_grad_shape(const ConvGeometry& g, index_t fi
   return {filters, g.out_h, g.out_w, 2 - g.pad_top, 2 - g.pad_left, g.channels, g.height, g.width};
 }
 
+// True when the convolution runs on AMX tiles in bfloat16 (im2col_amx.hpp): asked for, fp32, an
+// AMX build and CPU, and at least 32 column rows (a first layer on one channel would be mostly
+// padding).
 template <class T>
-Conv2DPlan conv2d_plan(const ConvGeometry& g, index_t filters) {
+bool conv2d_is_amx(const ConvGeometry& g, MatmulPrecision precision) noexcept {
+  return precision == MatmulPrecision::BF16 && std::is_same_v<T, float> &&
+         g.col_rows() >= amx_block && amx_available();
+}
+
+template <class T>
+Conv2DPlan conv2d_plan(const ConvGeometry& g, index_t filters,
+                       MatmulPrecision precision = MatmulPrecision::Highest) {
+  if (conv2d_is_amx<T>(g, precision)) {
+    // At least 256 columns (8 blocks of the micro-kernel), at most 16 images and ~1 MB of
+    // fp32 columns.
+    constexpr index_t min_cols = 256, max_group = 16, max_col_bytes = 1 << 20;
+    const index_t K = g.col_rows(), P = g.col_cols();
+    Conv2DPlan a;
+    a.algorithm = a.weights = Conv2DAlgorithm::AmxBf16;
+    a.partial = filters * (K + 1);
+    const index_t by_cache = std::max<index_t>(1, max_col_bytes / (index_t(sizeof(T)) * K * P));
+    a.group = std::max<index_t>(1, std::min({(min_cols + P - 1) / P, max_group, by_cache}));
+    const index_t cols = a.group * P;
+    a.amx_w = amx_floats(filters, K);
+    a.amx_wt = amx_floats(K, filters);
+    a.col = K * cols;
+    a.dy = filters * cols;
+    a.dcol = std::max(amx_pad(filters), amx_pad(K)) * amx_pad(cols);
+    a.acc = amx_pad(K) * amx_pad(filters);
+    a.amx = conv2d_amx_slot_floats(K, filters, cols);
+    return a;
+  }
   Conv2DPlan p = detail::conv2d_direct_plan<T>(g, filters);
   p.weights = p.algorithm;
   if (!conv2d_is_winograd<T>(g, filters)) return p;
@@ -221,8 +265,9 @@ Conv2DPlan conv2d_plan(const ConvGeometry& g, index_t filters) {
 
 // Elements of workspace conv2d_forward/backward need for `slots` slots.
 template <class T>
-index_t conv2d_workspace_size(const ConvGeometry& g, index_t filters, int slots) {
-  return conv2d_plan<T>(g, filters).size(slots);
+index_t conv2d_workspace_size(const ConvGeometry& g, index_t filters, int slots,
+                              MatmulPrecision precision = MatmulPrecision::Highest) {
+  return conv2d_plan<T>(g, filters, precision).size(slots);
 }
 
 }  // namespace minires::kernels

@@ -1,0 +1,208 @@
+// bfloat16 matrix products on Intel AMX tiles (Sapphire Rapids and later), accumulated in fp32:
+//
+//   C (Mp x Np, fp32, row stride ldc) (+)= A (Mp x Kp) · B (Kp x Np)
+//
+// with A and B rounded to bfloat16 (round to nearest even, as vcvtneps2bf16) when they are
+// packed, and every product summed in fp32 by tdpbf16ps. Mp, Np and Kp are multiples of
+// amx_block (32): the packing functions below pad with zeros. Layouts (bf16 = std::uint16_t):
+//   A   row-major, Mp x Kp                                   (amx_pack_rows)
+//   B   "VNNI": pairs of rows interleaved, element (k, n) at B[(k / 2) * 2 Np + 2 n + k % 2]
+//       (amx_pack_pairs from a row-major K x N matrix, amx_pack_pairs_t from its transpose)
+// The micro-kernel holds a 32 x 32 block of C in four 16 x 16 tiles for the whole K loop, with
+// two tiles of A and two of B (the eight tile registers). Each element of C is one K-ordered
+// sum, so the result does not depend on threads or blocking.
+//
+// Compiled when the build targets AMX-BF16 and AVX512-BF16 (-march=native on such a CPU);
+// amx_available() also asks Linux for the tile state (arch_prctl), once per process. Without
+// either, amx_available() is false and the callers keep their fp32 paths.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "minires/core/shape.hpp"
+
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__) && \
+    defined(__AVX512BW__) && defined(__linux__) && defined(__x86_64__)
+#define MINIRES_AMX 1
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#else
+#define MINIRES_AMX 0
+#endif
+
+namespace minires::kernels {
+
+using bf16_t = std::uint16_t;
+
+// Rows, columns and depth of every padded AMX operand are multiples of this.
+inline constexpr index_t amx_block = 32;
+
+// True when this build has the AMX path and the OS lets this process use the tiles.
+inline bool amx_available() noexcept {
+#if MINIRES_AMX
+  static const bool granted = [] {
+    constexpr long arch_req_xcomp_perm = 0x1023, xfeature_xtiledata = 18;
+    return syscall(SYS_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata) == 0;
+  }();
+  return granted;
+#else
+  return false;
+#endif
+}
+
+// bf16 elements of a padded Mp x Kp operand, as floats of workspace (two per float).
+inline index_t amx_floats(index_t rows, index_t cols) noexcept {
+  const auto up = [](index_t v) { return (v + amx_block - 1) / amx_block * amx_block; };
+  return up(rows) * up(cols) / 2;
+}
+
+inline index_t amx_pad(index_t v) noexcept {
+  return (v + amx_block - 1) / amx_block * amx_block;
+}
+
+#if MINIRES_AMX
+
+namespace detail {
+
+// Sixteen rows of 64 bytes in all eight tiles (palette 1).
+struct alignas(64) AmxTileConfig {
+  std::uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  std::uint16_t colsb[16] = {};
+  std::uint8_t rows[16] = {};
+  AmxTileConfig() noexcept {
+    for (int t = 0; t < 8; ++t) {
+      colsb[t] = 64;
+      rows[t] = 16;
+    }
+  }
+};
+
+inline void amx_configure() noexcept {
+  static const AmxTileConfig config;
+  _tile_loadconfig(&config);
+}
+
+// Lanes [0, n) of 16 floats at p, zeros above.
+inline __m512 load16(const float* p, index_t n) noexcept {
+  if (n >= 16) return _mm512_loadu_ps(p);
+  if (n <= 0) return _mm512_setzero_ps();
+  return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p);
+}
+
+}  // namespace detail
+
+// out (Mp x Kp bf16, Mp = amx_pad(M), Kp = amx_pad(K)) = the M x K matrix whose element (i, k)
+// is a[i * row_stride + k * col_stride], zero-padded.
+inline void amx_pack_rows(const float* a, index_t row_stride, index_t col_stride, index_t M,
+                          index_t K, bf16_t* out) {
+  const index_t Mp = amx_pad(M), Kp = amx_pad(K);
+  alignas(64) float row[amx_block];
+  for (index_t i = 0; i < Mp; ++i) {
+    bf16_t* o = out + i * Kp;
+    for (index_t k0 = 0; k0 < Kp; k0 += amx_block) {
+      __m512 lo, hi;
+      if (i >= M) {
+        lo = hi = _mm512_setzero_ps();
+      } else if (col_stride == 1) {
+        lo = detail::load16(a + i * row_stride + k0, K - k0);
+        hi = detail::load16(a + i * row_stride + k0 + 16, K - k0 - 16);
+      } else {
+        for (index_t k = 0; k < amx_block; ++k)
+          row[k] = k0 + k < K ? a[i * row_stride + (k0 + k) * col_stride] : 0.0f;
+        lo = _mm512_load_ps(row);
+        hi = _mm512_load_ps(row + 16);
+      }
+      _mm512_storeu_si512(o + k0, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo)));
+    }
+  }
+}
+
+// out (VNNI, Kp/2 x Np x 2 bf16) = the K x N row-major matrix b (row stride ldb), zero-padded.
+inline void amx_pack_pairs(const float* b, index_t ldb, index_t K, index_t N, bf16_t* out) {
+  const index_t Kp = amx_pad(K), Np = amx_pad(N);
+  // Interleaves the low 16 (row k) and high 16 (row k + 1) bf16 of a vector.
+  alignas(64) static constexpr std::uint16_t order[32] = {
+      0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+      8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i idx = _mm512_load_si512(order);
+  for (index_t p = 0; p < Kp / 2; ++p) {
+    const index_t k = 2 * p;
+    const float* r0 = k < K ? b + k * ldb : nullptr;
+    const float* r1 = k + 1 < K ? b + (k + 1) * ldb : nullptr;
+    bf16_t* o = out + p * 2 * Np;
+    for (index_t n = 0; n < Np; n += 16) {
+      const __m512 v0 = r0 != nullptr ? detail::load16(r0 + n, N - n) : _mm512_setzero_ps();
+      const __m512 v1 = r1 != nullptr ? detail::load16(r1 + n, N - n) : _mm512_setzero_ps();
+      const __m512i both = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(v1, v0));
+      _mm512_storeu_si512(o + 2 * n, _mm512_permutexvar_epi16(idx, both));
+    }
+  }
+}
+
+// out (VNNI, Kp/2 x Np x 2 bf16) = the transpose of the N x K row-major matrix b (row stride
+// ldb): element (k, n) = b[n * ldb + k], zero-padded.
+inline void amx_pack_pairs_t(const float* b, index_t ldb, index_t K, index_t N, bf16_t* out) {
+  const index_t Kp = amx_pad(K), Np = amx_pad(N);
+  std::memset(out, 0, sizeof(bf16_t) * Kp * Np);
+  // Row n of b holds column n of the K x N operand: its pairs (k, k + 1) are 32-bit words that
+  // go to out + (k / 2) * 2 Np + 2 n, sixteen at a time.
+  const __m512i word =
+      _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                         _mm512_set1_epi32(static_cast<int>(Np)));
+  auto* words = reinterpret_cast<int*>(out);
+  for (index_t n = 0; n < N; ++n) {
+    const float* r = b + n * ldb;
+    for (index_t k = 0; k < K; k += amx_block) {
+      const __m512 lo = detail::load16(r + k, K - k), hi = detail::load16(r + k + 16, K - k - 16);
+      const __m512i v = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+      // Words (pairs) k/2 ... k/2 + 15 of row n.
+      _mm512_i32scatter_epi32(words + (k / 2) * Np + n, word, v, 4);
+    }
+  }
+}
+
+// C (Mp x Np fp32, row stride ldc) = (accumulate ? C : 0) + A · B, A packed by amx_pack_rows
+// (Mp x Kp), B by amx_pack_pairs or amx_pack_pairs_t (Kp x Np).
+inline void amx_gemm(const bf16_t* A, const bf16_t* B, index_t Mp, index_t Np, index_t Kp, float* C,
+                     index_t ldc, bool accumulate) {
+  detail::amx_configure();
+  const index_t a_stride = Kp * 2, b_stride = Np * 4, c_stride = ldc * 4;  // bytes
+  for (index_t n0 = 0; n0 < Np; n0 += 32) {
+    for (index_t m0 = 0; m0 < Mp; m0 += 32) {
+      float* c = C + m0 * ldc + n0;
+      if (accumulate) {
+        _tile_loadd(0, c, c_stride);
+        _tile_loadd(1, c + 16, c_stride);
+        _tile_loadd(2, c + 16 * ldc, c_stride);
+        _tile_loadd(3, c + 16 * ldc + 16, c_stride);
+      } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+      }
+      const bf16_t* a = A + m0 * Kp;
+      for (index_t k = 0; k < Kp; k += 32) {
+        const bf16_t* b = B + (k / 2) * 2 * Np + 2 * n0;
+        _tile_loadd(4, a + k, a_stride);
+        _tile_loadd(5, a + 16 * Kp + k, a_stride);
+        _tile_loadd(6, b, b_stride);
+        _tile_loadd(7, b + 32, b_stride);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+      _tile_stored(0, c, c_stride);
+      _tile_stored(1, c + 16, c_stride);
+      _tile_stored(2, c + 16 * ldc, c_stride);
+      _tile_stored(3, c + 16 * ldc + 16, c_stride);
+    }
+  }
+}
+
+#endif  // MINIRES_AMX
+
+}  // namespace minires::kernels
