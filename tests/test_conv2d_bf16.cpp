@@ -60,6 +60,7 @@ struct Bf16Case {
   Shape input;  // one image
   index_t filters, kernel;
   Conv2DOptions options;
+  const char* algorithm;  // with AMX
 };
 
 }  // namespace
@@ -69,7 +70,9 @@ TEST_CASE("AMX bf16 products match exact sums of the rounded operands") {
   if (!amx_available()) {
     // Without AMX the planner must never pick the AMX path.
     const ConvGeometry g = ConvGeometry::keras(32, 7, 7, 3, 3, 1, 1, Padding::Same);
-    CHECK(conv2d_plan<float>(g, 32, MatmulPrecision::BF16).algorithm != Conv2DAlgorithm::AmxBf16);
+    CHECK(conv2d_plan<float>(g, 32, MatmulPrecision::BF16).algorithm != Conv2DAlgorithm::AmxIm2col);
+    CHECK(conv2d_plan<float>(g, 32, MatmulPrecision::BF16).algorithm !=
+          Conv2DAlgorithm::AmxShifted);
     return;
   }
 #if MINIRES_AMX
@@ -116,12 +119,25 @@ TEST_CASE("AMX bf16 products match exact sums of the rounded operands") {
 
 TEST_CASE("Conv2D under MatmulPrecision::BF16 matches direct loops on rounded operands") {
   const std::vector<Bf16Case> cases = {
-      {"3x3 same 32->32 @14", Shape{1, 32, 14, 14}, 32, 3, Conv2DOptions().same().no_bias()},
-      {"3x3 stride 2 32->64 @14", Shape{1, 32, 14, 14}, 64, 3, Conv2DOptions().strides(2).same()},
-      {"1x1 stride 2 32->64 @7", Shape{1, 32, 7, 7}, 64, 1, Conv2DOptions().strides(2)},
-      {"3x3 valid 5->7 @9 (45 rows, 7 filters)", Shape{1, 5, 9, 9}, 7, 3, Conv2DOptions()},
-      {"3x3 same 128->128 @4", Shape{1, 128, 4, 4}, 128, 3, Conv2DOptions().same()},
-      {"3x3 same 3->8 @6 (27 rows: fp32)", Shape{1, 3, 6, 6}, 8, 3, Conv2DOptions().same()},
+      {"3x3 same 32->32 @14", Shape{1, 32, 14, 14}, 32, 3, Conv2DOptions().same().no_bias(),
+       "amx-shifted"},
+      {"3x3 same 40->24 @7 (channels and filters padded)", Shape{1, 40, 7, 7}, 24, 3,
+       Conv2DOptions().same(), "amx-shifted"},
+      {"3x3 stride 2 32->64 @14", Shape{1, 32, 14, 14}, 64, 3, Conv2DOptions().strides(2).same(),
+       "amx-shifted"},
+      {"3x3 stride 2 48->16 @13 (odd size)", Shape{1, 48, 13, 13}, 16, 3,
+       Conv2DOptions().strides(2).same(), "amx-shifted"},
+      {"5x5 same 32->32 @14", Shape{1, 32, 14, 14}, 32, 5, Conv2DOptions().same(), "amx-shifted"},
+      {"1x1 stride 2 32->64 @7", Shape{1, 32, 7, 7}, 64, 1, Conv2DOptions().strides(2),
+       "amx-im2col"},
+      {"1x1 stride 1 32->40 @5", Shape{1, 32, 5, 5}, 40, 1, Conv2DOptions(), "amx-shifted"},
+      {"3x3 stride 3 32->32 @9", Shape{1, 32, 9, 9}, 32, 3, Conv2DOptions().strides(3),
+       "amx-im2col"},
+      {"3x3 valid 5->7 @9 (45 rows, 7 filters)", Shape{1, 5, 9, 9}, 7, 3, Conv2DOptions(),
+       "amx-im2col"},
+      {"3x3 same 128->128 @4", Shape{1, 128, 4, 4}, 128, 3, Conv2DOptions().same(), "amx-shifted"},
+      {"3x3 same 3->8 @6 (27 rows: fp32)", Shape{1, 3, 6, 6}, 8, 3, Conv2DOptions().same(),
+       "(fp32)"},
   };
   for (const auto& c : cases) {
     SECTION(c.name) {
@@ -136,7 +152,8 @@ TEST_CASE("Conv2D under MatmulPrecision::BF16 matches direct loops on rounded op
       // The setting is read at setup: the layer keeps it after the scope.
       const kernels::ConvGeometry& g = conv.geometry();
       const bool amx = kernels::amx_available() && g.col_rows() >= kernels::amx_block;
-      CHECK((std::string(conv.algorithm()) == "amx-bf16") == amx);
+      if (amx) CHECK(std::string(conv.algorithm()) == c.algorithm);
+      CHECK((std::string(conv.algorithm()).rfind("amx-", 0) == 0) == amx);
       conv.init(rng);
       if (conv.options().use_bias) conv.bias.uniform(rng, -1.0f, 1.0f);
       const Shape out = conv.output_shape(Span<const Shape>(&in, 1));

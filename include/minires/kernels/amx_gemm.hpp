@@ -119,6 +119,21 @@ inline void amx_pack_rows(const float* a, index_t row_stride, index_t col_stride
   }
 }
 
+// out (Mp x Kp bf16) = the M x K matrix whose element (i, k) is at(i, k), zero-padded.
+template <class At>
+void amx_pack_rows_with(index_t M, index_t K, bf16_t* out, At at) {
+  const index_t Mp = amx_pad(M), Kp = amx_pad(K);
+  alignas(64) float row[amx_block];
+  for (index_t i = 0; i < Mp; ++i) {
+    for (index_t k0 = 0; k0 < Kp; k0 += amx_block) {
+      for (index_t k = 0; k < amx_block; ++k) row[k] = i < M && k0 + k < K ? at(i, k0 + k) : 0.0f;
+      const __m512i v = reinterpret_cast<__m512i>(
+          _mm512_cvtne2ps_pbh(_mm512_load_ps(row + 16), _mm512_load_ps(row)));
+      _mm512_storeu_si512(out + i * Kp + k0, v);
+    }
+  }
+}
+
 // out (VNNI, Kp/2 x Np x 2 bf16) = the K x N row-major matrix b (row stride ldb), zero-padded.
 inline void amx_pack_pairs(const float* b, index_t ldb, index_t K, index_t N, bf16_t* out) {
   const index_t Kp = amx_pad(K), Np = amx_pad(N);

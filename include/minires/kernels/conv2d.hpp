@@ -32,6 +32,7 @@
 #include "minires/kernels/conv/plan.hpp"
 #include "minires/kernels/conv/pointwise.hpp"
 #include "minires/kernels/conv/shifted.hpp"
+#include "minires/kernels/conv/shifted_amx.hpp"
 #include "minires/kernels/conv/winograd.hpp"
 #include "minires/kernels/packed_gemm.hpp"
 
@@ -53,30 +54,55 @@ inline index_t slot_grain(int slots, index_t n, const ConvGeometry& g, index_t f
   return std::min<index_t>(slots, parallel_grain(vector_fmas));
 }
 
-// The AMX path (conv/im2col_amx.hpp); planned only for float in an AMX build.
+inline bool is_amx(Conv2DAlgorithm a) noexcept {
+  return a == Conv2DAlgorithm::AmxIm2col || a == Conv2DAlgorithm::AmxShifted;
+}
+
+// The AMX algorithms (conv/im2col_amx.hpp, conv/shifted_amx.hpp), planned only for float in an
+// AMX build. The bf16 weights sit at the end of the shared workspace: the forward's (amx_w),
+// then the input gradient's (amx_wt).
 template <class T>
 void conv2d_amx_forward(const T* x, index_t n, const ConvGeometry& g, const T* w, const T* b,
                         index_t filters, T* y, T* work, int slots, const Conv2DPlan& plan) {
 #if MINIRES_AMX
   if constexpr (std::is_same_v<T, float>) {
     const index_t in_size = g.in_size(), out_size = filters * g.col_cols(), K = g.col_rows();
+    const bool shifted = plan.algorithm == Conv2DAlgorithm::AmxShifted;
     auto* wb = reinterpret_cast<bf16_t*>(work + plan.shared_size() - plan.amx_w - plan.amx_wt);
-    amx_pack_rows(w, K, 1, filters, K, wb);
+    if (shifted) {
+      conv2d_amx_shifted_pack(w, g, filters, plan, false, wb);
+    } else {
+      amx_pack_rows(w, K, 1, filters, K, wb);
+    }
+    const AmxShiftedTaps taps(g, plan);  // used when shifted
     T* slot_work = work + plan.shared_size();
-    parallel_for(slots, slot_grain(slots, n, g, filters, simd_width<T>()),
-                 [&](index_t s0, index_t s1) {
-                   for (index_t s = s0; s < s1; ++s) {
-                     const index_t begin = slot_begin(n, slots, int(s)),
-                                   end = slot_begin(n, slots, int(s) + 1);
-                     T* col = slot_work + s * plan.slot_size();
-                     T* out = col + plan.col + plan.dy;
-                     T* bf = out + plan.dcol + plan.acc + plan.wino;
-                     for (index_t i = begin; i < end; i += plan.group) {
-                       conv2d_amx_forward_group(x + i * in_size, std::min(plan.group, end - i), g,
-                                                wb, b, filters, y + i * out_size, col, out, bf);
-                     }
-                   }
-                 });
+    parallel_for(
+        slots, slot_grain(slots, n, g, filters, simd_width<T>()), [&](index_t s0, index_t s1) {
+          for (index_t s = s0; s < s1; ++s) {
+            const index_t begin = slot_begin(n, slots, int(s)),
+                          end = slot_begin(n, slots, int(s) + 1);
+            T* col = slot_work + s * plan.slot_size();
+            T* out = col + plan.col + plan.dy;
+            T* bf = out + plan.dcol + plan.acc + plan.wino;
+            T* bias_rows = bf + plan.amx;
+            if (shifted && b != nullptr) {
+              std::fill(bias_rows, bias_rows + plan.amx_bias, T(0));
+              for (index_t f = 0; f < filters; ++f)
+                std::fill(bias_rows + f * 16, bias_rows + (f + 1) * 16, b[f]);
+            }
+            for (index_t i = begin; i < end; i += plan.group) {
+              const index_t gn = std::min(plan.group, end - i);
+              if (shifted) {
+                conv2d_amx_shifted_forward_group(x + i * in_size, gn, g, wb,
+                                                 b != nullptr ? bias_rows : nullptr, filters, plan,
+                                                 taps, y + i * out_size, col, out, bf);
+              } else {
+                conv2d_amx_forward_group(x + i * in_size, gn, g, wb, b, filters, y + i * out_size,
+                                         col, out, bf);
+              }
+            }
+          }
+        });
     return;
   }
 #endif
@@ -85,20 +111,26 @@ void conv2d_amx_forward(const T* x, index_t n, const ConvGeometry& g, const T* w
   throw Error("conv2d_forward: the AMX plan needs float and an AMX build");
 }
 
-// The AMX input gradient's bf16 wᵀ (Kp x Fp) into `to` (floats of workspace).
+// The AMX input gradient's bf16 weights into the shared workspace.
 template <class T>
-void conv2d_amx_pack_wt(const T* w, index_t K, index_t filters, T* to) {
+void conv2d_amx_pack_wt(const T* w, const ConvGeometry& g, index_t filters, const Conv2DPlan& plan,
+                        T* work) {
 #if MINIRES_AMX
   if constexpr (std::is_same_v<T, float>) {
-    amx_pack_rows(w, 1, K, K, filters, reinterpret_cast<bf16_t*>(to));
+    auto* to = reinterpret_cast<bf16_t*>(work + plan.shared_size() - plan.amx_wt);
+    if (plan.algorithm == Conv2DAlgorithm::AmxShifted) {
+      conv2d_amx_shifted_pack(w, g, filters, plan, true, to);
+    } else {
+      amx_pack_rows(w, 1, g.col_rows(), g.col_rows(), filters, to);  // wᵀ
+    }
     return;
   }
 #endif
-  (void)w, (void)K, (void)filters, (void)to;
+  (void)w, (void)g, (void)filters, (void)plan, (void)work;
 }
 
 // One slot's images [begin, end) of the AMX backward, accumulating into dws/dbs (this slot's
-// dw and db) and dx; conv2d_amx_pack_wt has packed wᵀ into the shared workspace.
+// dw and db) and dx; conv2d_amx_pack_wt has packed the input gradient's weights.
 template <class T>
 void conv2d_amx_backward_slot(const T* x, const T* dy, index_t begin, index_t end,
                               const ConvGeometry& g, index_t filters, const Conv2DPlan& plan,
@@ -106,8 +138,11 @@ void conv2d_amx_backward_slot(const T* x, const T* dy, index_t begin, index_t en
 #if MINIRES_AMX
   if constexpr (std::is_same_v<T, float>) {
     const index_t in_size = g.in_size(), P = g.col_cols(), K = g.col_rows();
-    const index_t out_size = filters * P, Fp = amx_pad(filters);
-    const auto* wtb = reinterpret_cast<const bf16_t*>(work + plan.shared_size() - plan.amx_wt);
+    const index_t out_size = filters * P, Fp = amx_pad(filters), Cp = amx_pad(g.channels);
+    const index_t kt = g.kernel_h * g.kernel_w;
+    const bool shifted = plan.algorithm == Conv2DAlgorithm::AmxShifted;
+    const auto* wt = reinterpret_cast<const bf16_t*>(work + plan.shared_size() - plan.amx_wt);
+    const AmxShiftedTaps taps(g, plan);  // used when shifted
     T* col = sw;
     T* dyg = col + plan.col;
     T* out = dyg + plan.dy;
@@ -122,11 +157,22 @@ void conv2d_amx_backward_slot(const T* x, const T* dy, index_t begin, index_t en
           for (index_t f = 0; f < filters; ++f)
             dbs[f] += Eigen::Map<const Vec>(dy + (i + j) * out_size + f * P, P).sum();
       }
-      conv2d_amx_backward_group(x + i * in_size, dy + i * out_size, gn, g, wtb, filters,
-                                dx != nullptr ? dx + i * in_size : nullptr, dwt, col, dyg, out, bf);
+      T* dxi = dx != nullptr ? dx + i * in_size : nullptr;
+      if (shifted) {
+        conv2d_amx_shifted_backward_group(x + i * in_size, dy + i * out_size, gn, g, wt, filters,
+                                          plan, taps, dxi, dwt, col, dyg, out, bf);
+      } else {
+        conv2d_amx_backward_group(x + i * in_size, dy + i * out_size, gn, g, wt, filters, dxi, dwt,
+                                  col, dyg, out, bf);
+      }
     }
-    for (index_t f = 0; f < filters; ++f)
-      for (index_t k = 0; k < K; ++k) dws[f * K + k] += dwt[k * Fp + f];
+    // dw (F x K, k = c * kt + t) += dwtᵀ: rows k (im2col) or t * Cp + c (shifted).
+    for (index_t f = 0; f < filters; ++f) {
+      for (index_t k = 0; k < K; ++k) {
+        const index_t row = shifted ? (k % kt) * Cp + k / kt : k;
+        dws[f * K + k] += dwt[row * Fp + f];
+      }
+    }
     return;
   }
 #endif
@@ -145,7 +191,7 @@ void conv2d_forward(const T* x, index_t n, const ConvGeometry& g, const T* w, co
                     MatmulPrecision precision = MatmulPrecision::Highest) {
   const index_t in_size = g.in_size(), out_size = filters * g.col_cols();
   const Conv2DPlan plan = conv2d_plan<T>(g, filters, precision);
-  if (plan.algorithm == Conv2DAlgorithm::AmxBf16) {
+  if (detail::is_amx(plan.algorithm)) {
     detail::conv2d_amx_forward(x, n, g, w, b, filters, y, work, slots, plan);
     return;
   }
@@ -184,7 +230,8 @@ void conv2d_forward(const T* x, index_t n, const ConvGeometry& g, const T* w, co
           break;
         case Conv2DAlgorithm::Im2col:
         case Conv2DAlgorithm::Winograd:  // (handled above)
-        case Conv2DAlgorithm::AmxBf16:
+        case Conv2DAlgorithm::AmxIm2col:
+        case Conv2DAlgorithm::AmxShifted:
           conv2d_im2col_forward_group(xi, gn, g, wp, b, filters, yi, col);
           break;
       }
@@ -220,8 +267,8 @@ void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, 
       conv2d_shifted_pack_wt(w, g, filters, plan, offsets, wtp);
     } else if (plan.algorithm == Conv2DAlgorithm::Im2col) {
       pack_a(w, 1, K, K, filters, wtp);  // wᵀ: (k, f) at w[f*K + k]
-    } else if (plan.algorithm == Conv2DAlgorithm::AmxBf16) {
-      detail::conv2d_amx_pack_wt(w, K, filters, work + plan.shared_size() - plan.amx_wt);
+    } else if (detail::is_amx(plan.algorithm)) {
+      detail::conv2d_amx_pack_wt(w, g, filters, plan, work);
     }
   }
   T* slot_work = work + plan.shared_size();
@@ -241,7 +288,7 @@ void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, 
     if (shifted) std::fill(dwt, dwt + plan.acc, T(0));
     const index_t begin = detail::slot_begin(n, slots, s),
                   end = detail::slot_begin(n, slots, s + 1);
-    if (plan.weights == Conv2DAlgorithm::AmxBf16) {
+    if (detail::is_amx(plan.weights)) {
       detail::conv2d_amx_backward_slot(x, dy, begin, end, g, filters, plan, work, dx, dws, dbs, sw);
       return;
     }
@@ -288,7 +335,8 @@ void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, 
           break;
         case Conv2DAlgorithm::Im2col:
         case Conv2DAlgorithm::Winograd:  // (handled above)
-        case Conv2DAlgorithm::AmxBf16:
+        case Conv2DAlgorithm::AmxIm2col:
+        case Conv2DAlgorithm::AmxShifted:
           conv2d_im2col_backward_group(xi, dyi, gn, g, wtp, filters, plan, dxi, dws, sw);
           break;
       }

@@ -22,6 +22,14 @@ inline index_t conv2d_amx_slot_floats(index_t K, index_t filters, index_t cols) 
   return amx_floats(K, cols) + 2 * amx_floats(filters, cols);
 }
 
+// Floats of the AMX shifted path's bf16 slot buffers (conv/shifted_amx.hpp): x as pairs or
+// rows, dy as pairs, and dyᵀ, for planes of `plane` elements and groups of `cols` columns.
+inline index_t conv2d_amx_shifted_slot_floats(index_t channels, index_t filters, index_t phases,
+                                              index_t plane, index_t cols) noexcept {
+  const index_t Cp = amx_pad(channels), Fp = amx_pad(filters);
+  return Cp * phases * plane / 2 + Fp * plane / 2 + amx_pad(cols) * Fp / 2;
+}
+
 #if MINIRES_AMX
 
 // Forward of a group of gn images x into y: wb = amx_pack_rows(w) (Fp x Kp); col: K x cols

@@ -7,8 +7,11 @@
 //   im2col_gemm.hpp   everything else: im2col columns of a group of images, one product
 //   winograd.hpp      3x3, stride 1, wide enough (conv2d_is_winograd): forward, input gradient
 //                     and weight gradient by Winograd F(4x4, 3x3)
-//   im2col_amx.hpp    under MatmulPrecision::BF16 where AMX is available (amx_available), for
-//                     fp32 convolutions of 32 or more column rows: im2col + bfloat16 products
+//   shifted_amx.hpp   under MatmulPrecision::BF16 where AMX is available (amx_available), the
+//                     shifted geometries with 32 or more channels: bfloat16 products on the
+//                     shifted planes
+//   im2col_amx.hpp    the same, for the other fp32 convolutions of 32 or more column rows:
+//                     im2col + bfloat16 products
 #pragma once
 
 #include <algorithm>
@@ -25,7 +28,7 @@
 namespace minires::kernels {
 
 // The algorithms of conv2d_forward/backward.
-enum class Conv2DAlgorithm { Pointwise, Shifted, Im2col, Winograd, AmxBf16 };
+enum class Conv2DAlgorithm { Pointwise, Shifted, Im2col, Winograd, AmxIm2col, AmxShifted };
 
 inline const char* conv2d_algorithm_name(Conv2DAlgorithm a) noexcept {
   switch (a) {
@@ -37,8 +40,10 @@ inline const char* conv2d_algorithm_name(Conv2DAlgorithm a) noexcept {
       return "im2col";
     case Conv2DAlgorithm::Winograd:
       return "winograd";
-    case Conv2DAlgorithm::AmxBf16:
-      return "amx-bf16";
+    case Conv2DAlgorithm::AmxIm2col:
+      return "amx-im2col";
+    case Conv2DAlgorithm::AmxShifted:
+      return "amx-shifted";
   }
   return "?";
 }
@@ -79,16 +84,21 @@ struct ShiftedTaps {
   }
 };
 
-// True when the convolution runs "shifted" (see the header comment): stride 1 or 2, output the
-// input size divided by the stride (rounded up), a kernel larger than 1x1 (a strided 1x1
-// convolution's im2col is a cheap subsampling copy), and at most 4/3 as many product columns
-// as output pixels (4x4 outputs of a 3x3 kernel would compute 25 columns per 16 pixels: im2col
-// is faster there).
-inline bool conv2d_is_shifted(const ConvGeometry& g) noexcept {
+// True when the shifted layout (see shifted.hpp) can hold the convolution: stride 1 or 2, output
+// the input size divided by the stride (rounded up), at most conv2d_max_shifted_taps taps.
+inline bool conv2d_fits_shifted(const ConvGeometry& g) noexcept {
   const auto ceil_div = [](index_t v, index_t d) { return (v + d - 1) / d; };
-  const index_t taps = g.kernel_h * g.kernel_w;
-  if (g.stride_h > 2 || g.stride_w > 2 || g.out_h != ceil_div(g.height, g.stride_h) ||
-      g.out_w != ceil_div(g.width, g.stride_w) || taps == 1 || taps > conv2d_max_shifted_taps ||
+  return g.stride_h <= 2 && g.stride_w <= 2 && g.out_h == ceil_div(g.height, g.stride_h) &&
+         g.out_w == ceil_div(g.width, g.stride_w) &&
+         g.kernel_h * g.kernel_w <= conv2d_max_shifted_taps;
+}
+
+// True when the fp32 convolution runs "shifted": it fits the layout, has a kernel larger than
+// 1x1 (a strided 1x1 convolution's im2col is a cheap subsampling copy), and at most 4/3 as
+// many product columns as output pixels (4x4 outputs of a 3x3 kernel would compute 25 columns
+// per 16 pixels: im2col is faster there).
+inline bool conv2d_is_shifted(const ConvGeometry& g) noexcept {
+  if (!conv2d_fits_shifted(g) || g.kernel_h * g.kernel_w == 1 ||
       g.col_rows() < conv2d_min_shifted_rows) {
     return false;
   }
@@ -125,18 +135,21 @@ struct Conv2DPlan {
   index_t wino_ut = 0;     // the input gradient's, winograd_packed_size(C, F)
   index_t wino = 0;        // per slot: the larger of winograd_slot_size(block, max(C, F)) and
                            // the weight gradient's work and dUt
-  // AMX (all 0 otherwise): bf16 w (Fp x Kp) and wᵀ (Kp x Fp) shared, conv2d_amx_slot_floats
-  // per slot; col, dy and dcol as im2col's, dcol holding max(Fp, Kp) x Gp.
-  index_t amx_w = 0, amx_wt = 0, amx = 0;
+  // AMX (all 0 otherwise): the forward's and the input gradient's bf16 weights (shared), the
+  // bf16 buffers of a slot, and the bias as 16-float rows (Fp x 16, per slot). im2col: w (Fp x
+  // Kp), wᵀ (Kp x Fp), conv2d_amx_slot_floats; col, dy as im2col's, dcol max(Fp, Kp) x Gp,
+  // acc dwᵀ (Kp x Fp). Shifted: conv2d_amx_shifted_pack's, conv2d_amx_shifted_slot_floats;
+  // col, dy the fp32 planes of x and dy, dcol max(Fp, Cp) x Gp, acc dwᵀ (taps * Cp x Fp).
+  index_t amx_w = 0, amx_wt = 0, amx = 0, amx_bias = 0;
 
   bool shifted() const noexcept { return image_cols > 0; }  // conv2d_is_shifted, as planned
 
   // Workspace: packed_w, packed_wt, wino_u, wino_ut, amx_w, amx_wt, then per slot col, dy,
-  // dcol, acc, wino, amx, then the partial gradients of slots 1...
+  // dcol, acc, wino, amx, amx_bias, then the partial gradients of slots 1...
   index_t shared_size() const noexcept {
     return packed_w + packed_wt + wino_u + wino_ut + amx_w + amx_wt;
   }
-  index_t slot_size() const noexcept { return col + dy + dcol + acc + wino + amx; }
+  index_t slot_size() const noexcept { return col + dy + dcol + acc + wino + amx + amx_bias; }
   index_t size(int slots) const noexcept {
     return shared_size() + slots * slot_size() + (slots - 1) * partial;
   }
@@ -214,38 +227,75 @@ inline WinogradShape winograd_input_grad_shape(const ConvGeometry& g, index_t fi
   return {filters, g.out_h, g.out_w, 2 - g.pad_top, 2 - g.pad_left, g.channels, g.height, g.width};
 }
 
-// True when the convolution runs on AMX tiles in bfloat16 (im2col_amx.hpp): asked for, fp32, an
-// AMX build and CPU, and at least 32 column rows (a first layer on one channel would be mostly
-// padding).
+// True when the convolution runs on AMX tiles in bfloat16 (shifted_amx.hpp, im2col_amx.hpp):
+// asked for, fp32, an AMX build and CPU, and at least 32 column rows (a first layer on one
+// channel would be mostly padding).
 template <class T>
 bool conv2d_is_amx(const ConvGeometry& g, MatmulPrecision precision) noexcept {
   return precision == MatmulPrecision::BF16 && std::is_same_v<T, float> &&
          g.col_rows() >= amx_block && amx_available();
 }
 
+namespace detail {
+
+// The plan of the AMX algorithms (conv2d_is_amx): shifted where the layout holds the geometry
+// and there are 32 channels or more (fewer would be mostly padding in the channel blocks), else
+// im2col. Unlike fp32, the shifted path also takes small images (4x4) and 1x1 kernels at stride
+// 1: the dropped columns cost little on the tiles, copying im2col's columns much more. A
+// strided 1x1 kernel reads one stride phase of the planes: im2col's subsampling copy is less.
+inline Conv2DPlan conv2d_amx_plan(const ConvGeometry& g, index_t filters) {
+  const index_t K = g.col_rows(), P = g.col_cols(), C = g.channels;
+  const index_t Fp = amx_pad(filters), Cp = amx_pad(C), Kp = amx_pad(K);
+  Conv2DPlan a;
+  a.partial = filters * (K + 1);
+  a.amx_bias = Fp * 16;
+  const bool strided_1x1 = g.kernel_h * g.kernel_w == 1 && g.stride_h * g.stride_w > 1;
+  if (conv2d_fits_shifted(g) && C >= amx_block && !strided_1x1) {
+    a.algorithm = a.weights = Conv2DAlgorithm::AmxShifted;
+    // About 512 product columns per group (16 blocks of the micro-kernel), at most 16 images.
+    constexpr index_t target_cols = 512, max_group = 16;
+    const ShiftedTaps taps(g);
+    a.phases = taps.phases;
+    a.row = g.out_w + taps.reach_w;
+    a.gap = taps.reach_h;
+    a.origin = (a.gap + 1) * a.row;
+    a.image_cols = (g.out_h + a.gap) * a.row;
+    a.group = std::clamp<index_t>((target_cols + a.image_cols - 1) / a.image_cols, 1, max_group);
+    const index_t Gp = amx_pad(a.group * a.image_cols);
+    // Tiles read 32 columns from a tap's offset (up to origin + reach below and right).
+    a.plane = amx_pad(a.origin + Gp + (a.gap + 1) * a.row + amx_block);
+    a.amx_w = Fp * taps.count * Cp / 2;
+    a.amx_wt = Cp * taps.count * Fp / 2;
+    a.col = C * a.phases * a.plane;
+    a.dy = filters * a.plane;
+    a.dcol = std::max(Fp, Cp) * Gp;
+    a.acc = taps.count * Cp * Fp;
+    a.amx = conv2d_amx_shifted_slot_floats(C, filters, a.phases, a.plane, a.group * a.image_cols);
+    return a;
+  }
+  a.algorithm = a.weights = Conv2DAlgorithm::AmxIm2col;
+  // At least 256 columns (8 blocks of the micro-kernel), at most 16 images and ~1 MB of fp32
+  // columns.
+  constexpr index_t min_cols = 256, max_group = 16, max_col_bytes = 1 << 20;
+  const index_t by_cache = std::max<index_t>(1, max_col_bytes / (index_t(sizeof(float)) * K * P));
+  a.group = std::max<index_t>(1, std::min({(min_cols + P - 1) / P, max_group, by_cache}));
+  const index_t cols = a.group * P;
+  a.amx_w = amx_floats(filters, K);
+  a.amx_wt = amx_floats(K, filters);
+  a.col = K * cols;
+  a.dy = filters * cols;
+  a.dcol = std::max(Fp, Kp) * amx_pad(cols);
+  a.acc = Kp * Fp;
+  a.amx = conv2d_amx_slot_floats(K, filters, cols);
+  return a;
+}
+
+}  // namespace detail
+
 template <class T>
 Conv2DPlan conv2d_plan(const ConvGeometry& g, index_t filters,
                        MatmulPrecision precision = MatmulPrecision::Highest) {
-  if (conv2d_is_amx<T>(g, precision)) {
-    // At least 256 columns (8 blocks of the micro-kernel), at most 16 images and ~1 MB of
-    // fp32 columns.
-    constexpr index_t min_cols = 256, max_group = 16, max_col_bytes = 1 << 20;
-    const index_t K = g.col_rows(), P = g.col_cols();
-    Conv2DPlan a;
-    a.algorithm = a.weights = Conv2DAlgorithm::AmxBf16;
-    a.partial = filters * (K + 1);
-    const index_t by_cache = std::max<index_t>(1, max_col_bytes / (index_t(sizeof(T)) * K * P));
-    a.group = std::max<index_t>(1, std::min({(min_cols + P - 1) / P, max_group, by_cache}));
-    const index_t cols = a.group * P;
-    a.amx_w = amx_floats(filters, K);
-    a.amx_wt = amx_floats(K, filters);
-    a.col = K * cols;
-    a.dy = filters * cols;
-    a.dcol = std::max(amx_pad(filters), amx_pad(K)) * amx_pad(cols);
-    a.acc = amx_pad(K) * amx_pad(filters);
-    a.amx = conv2d_amx_slot_floats(K, filters, cols);
-    return a;
-  }
+  if (conv2d_is_amx<T>(g, precision)) return detail::conv2d_amx_plan(g, filters);
   Conv2DPlan p = detail::conv2d_direct_plan<T>(g, filters);
   p.weights = p.algorithm;
   if (!conv2d_is_winograd<T>(g, filters)) return p;
