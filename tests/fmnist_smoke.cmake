@@ -272,6 +272,8 @@ if(rc EQUAL 0)
     message(FATAL_ERROR "metrics.json records precision ${precision}, expected bf16")
   endif()
   message(STATUS "ok: --precision bf16 trained on AMX (test accuracy ${bf16_acc})")
+  # evaluate runs it as it was trained (bf16 here).
+  run(TRUE "test accuracy" ${FMNIST} evaluate --model-file ${OUT}/bf16/best.mrm --data ${SUBSET_DATA})
 elseif("${out}${err}" MATCHES "--precision bf16: expected a CPU with AMX-BF16")
   if(EXISTS ${OUT}/bf16/metrics.json)
     message(FATAL_ERROR "a refused --precision bf16 run wrote metrics.json")

@@ -1,8 +1,9 @@
 """The PyTorch side of compare.py: one measurement per process, one line of JSON.
 
-  torch_run.py model <seed|resnet> <train|infer> <threads> [seconds] [data dir]
+  torch_run.py model <seed|resnet> <train|infer> <threads> [seconds] [data dir] [--bf16]
   torch_run.py conv <in> <out> <size> <kernel> <stride> <threads> [seconds] [--no-mkldnn]
 """
+import contextlib
 import gzip
 import json
 import os
@@ -39,8 +40,12 @@ def time_loop(budget, once):
             return calls, time.perf_counter() - t0
 
 
-def model_main(name, mode, threads, budget, directory):
+def model_main(name, mode, threads, budget, directory, bf16=False):
+    """--bf16: the model runs under torch.autocast(bfloat16) (oneDNN's AMX kernels where the CPU
+    has them), the counterpart of minires' MatmulPrecision::BF16."""
     torch.manual_seed(1)
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else \
+        contextlib.nullcontext
     model, opt = build(name)
     loss_fn = torch.nn.CrossEntropyLoss()
     data = load_images(directory)
@@ -63,19 +68,21 @@ def model_main(name, mode, threads, budget, directory):
         def once():
             x, y = batch()
             opt.zero_grad(set_to_none=True)
-            loss_fn(model(x), y).backward()
+            with autocast():
+                out = model(x)
+            loss_fn(out.float(), y).backward()
             opt.step()
     elif mode == "infer":
         model.eval()
 
         def once():
             x, _ = batch()
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 model(x)
     else:
         raise ValueError("mode must be train or infer")
     calls, s = time_loop(budget, once)
-    print(json.dumps({"system": "pytorch", "model": name, "mode": mode, "threads": threads,
+    print(json.dumps({"system": "pytorch" + ("-bf16" if bf16 else ""), "model": name, "mode": mode, "threads": threads,
                       "data": "noise" if data is None else "fashion-mnist", "batches": calls,
                       "images_per_s": round(calls * BATCH / s, 1)}))
 
@@ -108,8 +115,10 @@ def main(argv):
     if len(argv) >= 4 and argv[0] == "model":
         threads = int(argv[3])
         torch.set_num_threads(threads)
-        model_main(argv[1], argv[2], threads, float(argv[4]) if len(argv) > 4 else 5.0,
-                   argv[5] if len(argv) > 5 else "/usr/share/datasets/fashion-mnist")
+        rest = [a for a in argv[4:] if a != "--bf16"]
+        model_main(argv[1], argv[2], threads, float(rest[0]) if rest else 5.0,
+                   rest[1] if len(rest) > 1 else "/usr/share/datasets/fashion-mnist",
+                   "--bf16" in argv)
     elif len(argv) >= 7 and argv[0] == "conv":
         threads = int(argv[6])
         torch.set_num_threads(threads)

@@ -7,6 +7,7 @@
 #include <minires/minires.hpp>
 
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <optional>
 #include <string>
@@ -181,6 +182,20 @@ inline FashionMnistSplit<float> load_data(const std::string& dir, const Config& 
   }
   if (c.limit > 0) split.train = split.train.first(c.limit);
   return split;
+}
+
+// evaluate and predict: run a model trained with --precision bf16 as it was tested, where the
+// CPU has AMX; fp32 otherwise (saying so). Before load_checkpoint: layers read it at setup.
+inline void use_stored_precision(const std::string& path) {
+  const Config cfg = stored_run(read_metadata(path), path, /*training_state=*/false).config;
+  const bool bf16 = cfg.precision == "bf16", amx = minires::kernels::amx_available();
+  if (bf16 && !amx) {
+    std::fprintf(stderr,
+                 "note: '%s' trained with --precision bf16, which needs AMX; this CPU has none: "
+                 "running in fp32 (results may differ slightly from its training run's)\n",
+                 path.c_str());
+  }
+  set_matmul_precision(bf16 && amx ? MatmulPrecision::BF16 : MatmulPrecision::Highest);
 }
 
 // Builds the model a checkpoint was trained as and loads it.
