@@ -184,23 +184,25 @@ inline FashionMnistSplit<float> load_data(const std::string& dir, const Config& 
   return split;
 }
 
-// evaluate and predict: run a model trained with --precision bf16 as it was tested, where the
-// CPU has AMX; fp32 otherwise (saying so). Before load_checkpoint: layers read it at setup.
-inline void use_stored_precision(const std::string& path) {
-  const Config cfg = stored_run(read_metadata(path), path, /*training_state=*/false).config;
-  const bool bf16 = cfg.precision == "bf16", amx = minires::kernels::amx_available();
-  if (bf16 && !amx) {
-    std::fprintf(stderr,
-                 "note: '%s' trained with --precision bf16, which needs AMX; this CPU has none: "
-                 "running in fp32 (results may differ slightly from its training run's)\n",
-                 path.c_str());
-  }
-  set_matmul_precision(bf16 && amx ? MatmulPrecision::BF16 : MatmulPrecision::Highest);
-}
+// What load_checkpoint does with the precision a checkpoint trained in: Keep the process's
+// setting (train's teacher), or Use it (evaluate, predict): a model trained with --precision
+// bf16 runs as it was tested where the CPU has AMX, in fp32 elsewhere (saying so).
+enum class StoredPrecision { Keep, Use };
 
 // Builds the model a checkpoint was trained as and loads it.
-inline Model<float> load_checkpoint(const std::string& path, Config* cfg) {
+inline Model<float> load_checkpoint(const std::string& path, Config* cfg,
+                                    StoredPrecision precision = StoredPrecision::Keep) {
   *cfg = stored_run(read_metadata(path), path, /*training_state=*/false).config;
+  if (precision == StoredPrecision::Use) {  // before the model is built: layers read it at setup
+    const bool bf16 = cfg->precision == "bf16", amx = minires::kernels::amx_available();
+    if (bf16 && !amx) {
+      std::fprintf(stderr,
+                   "note: '%s' trained with --precision bf16, which needs AMX; this CPU has none: "
+                   "running in fp32 (results may differ slightly from its training run's)\n",
+                   path.c_str());
+    }
+    set_matmul_precision(bf16 && amx ? MatmulPrecision::BF16 : MatmulPrecision::Highest);
+  }
   Model<float> model = build_model<float>(cfg->model);
   model.init(0);
   load(model, path);

@@ -25,8 +25,7 @@ struct EvaluateArgs {
 int evaluate_command(const EvaluateArgs& args, const Common& common) {
   apply_threads(common);
   Config cfg;
-  use_stored_precision(args.model_file);
-  Model<float> model = load_checkpoint(args.model_file, &cfg);
+  Model<float> model = load_checkpoint(args.model_file, &cfg, StoredPrecision::Use);
   auto split = load_data(common.data, cfg);
   if (args.test_limit > split.test.size()) {
     throw ValueError("--test-limit: expected at most the " + std::to_string(split.test.size()) +

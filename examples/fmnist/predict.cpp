@@ -25,8 +25,7 @@ int predict_command(const PredictArgs& args, const Common& common) {
   const index_t count = args.count;
   apply_threads(common);
   Config cfg;
-  use_stored_precision(path);
-  Model<float> model = load_checkpoint(path, &cfg);
+  Model<float> model = load_checkpoint(path, &cfg, StoredPrecision::Use);
   // The same preprocessing as in training (the standardisation uses the training images).
   auto split = load_data(common.data, cfg);
   std::shared_ptr<const LabelledImages> custom;

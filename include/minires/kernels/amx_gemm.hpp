@@ -91,6 +91,51 @@ inline __m512 load16(const float* p, index_t n) noexcept {
   return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p);
 }
 
+// C (32 x 32 at c, row stride ldc floats) = init + Σ_{s < steps} A_s · B_s, where step s
+// multiplies the 32 x 32 bf16 block of A at a + a_step(s) (row stride lda elements) by the
+// 32 x 32 block of B at b + b_step(s) (VNNI pairs, row stride ldb elements). init: the tiles
+// at c (accumulate), zero, or 16-float rows at bias (one per row of C, repeated). The one
+// micro-kernel: amx_gemm below and the shifted convolutions (conv/shifted_amx.hpp) are loops of
+// calls to it.
+template <class AStep, class BStep>
+inline void amx_block_product(const bf16_t* a, index_t lda, AStep a_step, const bf16_t* b,
+                              index_t ldb, BStep b_step, index_t steps, float* c, index_t ldc,
+                              bool accumulate, const float* bias) {
+  const index_t cs = ldc * 4, as = lda * 2, bs = ldb * 2;
+  if (accumulate) {
+    _tile_loadd(0, c, cs);
+    _tile_loadd(1, c + 16, cs);
+    _tile_loadd(2, c + 16 * ldc, cs);
+    _tile_loadd(3, c + 16 * ldc + 16, cs);
+  } else if (bias != nullptr) {
+    _tile_loadd(0, bias, 64);
+    _tile_loadd(1, bias, 64);
+    _tile_loadd(2, bias + 256, 64);
+    _tile_loadd(3, bias + 256, 64);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  for (index_t s = 0; s < steps; ++s) {
+    const bf16_t* as0 = a + a_step(s);
+    const bf16_t* bs0 = b + b_step(s);
+    _tile_loadd(4, as0, as);
+    _tile_loadd(5, as0 + 16 * lda, as);
+    _tile_loadd(6, bs0, bs);
+    _tile_loadd(7, bs0 + 32, bs);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, c, cs);
+  _tile_stored(1, c + 16, cs);
+  _tile_stored(2, c + 16 * ldc, cs);
+  _tile_stored(3, c + 16 * ldc + 16, cs);
+}
+
 }  // namespace detail
 
 // out (Mp x Kp bf16, Mp = amx_pad(M), Kp = amx_pad(K)) = the M x K matrix whose element (i, k)
@@ -134,24 +179,43 @@ void amx_pack_rows_with(index_t M, index_t K, bf16_t* out, At at) {
   }
 }
 
-// out (VNNI, Kp/2 x Np x 2 bf16) = the K x N row-major matrix b (row stride ldb), zero-padded.
-inline void amx_pack_pairs(const float* b, index_t ldb, index_t K, index_t N, bf16_t* out) {
-  const index_t Kp = amx_pad(K), Np = amx_pad(N);
-  // Interleaves the low 16 (row k) and high 16 (row k + 1) bf16 of a vector.
+namespace detail {
+
+// out[2 q] = bf16(r0[q]), out[2 q + 1] = bf16(r1[q]) for q < n (r1 null: zeros): one row of
+// VNNI pairs from two rows of floats.
+inline void amx_pairs_row(const float* r0, const float* r1, index_t n, bf16_t* out) {
+  // Interleaves the low 16 (row 0) and high 16 (row 1) bf16 of a vector.
   alignas(64) static constexpr std::uint16_t order[32] = {
       0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
       8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
   const __m512i idx = _mm512_load_si512(order);
+  for (index_t q = 0; q < n; q += 16) {
+    const __m512 v0 = load16(r0 + q, n - q);
+    const __m512 v1 = r1 != nullptr ? load16(r1 + q, n - q) : _mm512_setzero_ps();
+    const __m512i both =
+        _mm512_permutexvar_epi16(idx, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(v1, v0)));
+    if (n - q >= 16) {
+      _mm512_storeu_si512(out + 2 * q, both);
+    } else {
+      const auto mask = static_cast<__mmask32>((std::uint64_t(1) << (2 * (n - q))) - 1);
+      _mm512_mask_storeu_epi16(out + 2 * q, mask, both);
+    }
+  }
+}
+
+}  // namespace detail
+
+// out (VNNI, Kp/2 x Np x 2 bf16) = the K x N row-major matrix b (row stride ldb), zero-padded.
+inline void amx_pack_pairs(const float* b, index_t ldb, index_t K, index_t N, bf16_t* out) {
+  const index_t Kp = amx_pad(K), Np = amx_pad(N);
   for (index_t p = 0; p < Kp / 2; ++p) {
     const index_t k = 2 * p;
-    const float* r0 = k < K ? b + k * ldb : nullptr;
-    const float* r1 = k + 1 < K ? b + (k + 1) * ldb : nullptr;
     bf16_t* o = out + p * 2 * Np;
-    for (index_t n = 0; n < Np; n += 16) {
-      const __m512 v0 = r0 != nullptr ? detail::load16(r0 + n, N - n) : _mm512_setzero_ps();
-      const __m512 v1 = r1 != nullptr ? detail::load16(r1 + n, N - n) : _mm512_setzero_ps();
-      const __m512i both = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(v1, v0));
-      _mm512_storeu_si512(o + 2 * n, _mm512_permutexvar_epi16(idx, both));
+    if (k < K) {
+      detail::amx_pairs_row(b + k * ldb, k + 1 < K ? b + (k + 1) * ldb : nullptr, N, o);
+      std::memset(o + 2 * N, 0, sizeof(bf16_t) * static_cast<std::size_t>(2 * (Np - N)));
+    } else {
+      std::memset(o, 0, sizeof(bf16_t) * static_cast<std::size_t>(2 * Np));
     }
   }
 }
@@ -183,37 +247,13 @@ inline void amx_pack_pairs_t(const float* b, index_t ldb, index_t K, index_t N, 
 inline void amx_gemm(const bf16_t* A, const bf16_t* B, index_t Mp, index_t Np, index_t Kp, float* C,
                      index_t ldc, bool accumulate) {
   detail::amx_configure();
-  const index_t a_stride = Kp * 2, b_stride = Np * 4, c_stride = ldc * 4;  // bytes
-  for (index_t n0 = 0; n0 < Np; n0 += 32) {
-    for (index_t m0 = 0; m0 < Mp; m0 += 32) {
-      float* c = C + m0 * ldc + n0;
-      if (accumulate) {
-        _tile_loadd(0, c, c_stride);
-        _tile_loadd(1, c + 16, c_stride);
-        _tile_loadd(2, c + 16 * ldc, c_stride);
-        _tile_loadd(3, c + 16 * ldc + 16, c_stride);
-      } else {
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
-      }
-      const bf16_t* a = A + m0 * Kp;
-      for (index_t k = 0; k < Kp; k += 32) {
-        const bf16_t* b = B + (k / 2) * 2 * Np + 2 * n0;
-        _tile_loadd(4, a + k, a_stride);
-        _tile_loadd(5, a + 16 * Kp + k, a_stride);
-        _tile_loadd(6, b, b_stride);
-        _tile_loadd(7, b + 32, b_stride);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-      }
-      _tile_stored(0, c, c_stride);
-      _tile_stored(1, c + 16, c_stride);
-      _tile_stored(2, c + 16 * ldc, c_stride);
-      _tile_stored(3, c + 16 * ldc + 16, c_stride);
+  for (index_t n0 = 0; n0 < Np; n0 += amx_block) {
+    for (index_t m0 = 0; m0 < Mp; m0 += amx_block) {
+      // Step s: depth k = 32 s, the columns of A at k and the pair rows of B at k / 2.
+      detail::amx_block_product(
+          A + m0 * Kp, Kp, [](index_t s) { return s * amx_block; }, B + 2 * n0, 2 * Np,
+          [Np](index_t s) { return s * amx_block * Np; }, Kp / amx_block, C + m0 * ldc + n0, ldc,
+          accumulate, nullptr);
     }
   }
 }

@@ -14,14 +14,15 @@
 // The results equal BatchNorm followed by a separate ReLU, bit for bit, with two fewer passes
 // over memory in each direction.
 //
-// Sums are accumulated in double: each image's run of S values is summed in T in segments of
-// at most 512 (vectorised by Eigen) and the segment sums are added in double. Mean and variance
-// use the corrected two-pass algorithm (Chan, Golub & LeVeque), so a large mean does not cancel
-// the variance away. Channels are computed
-// in parallel, each by one thread in a fixed order: results do not depend on the thread count.
+// Sums are accumulated in double: a channel's values are summed in T, in SIMD lanes, in segments
+// of at most 512 (an image's run of S values, or the runs of 512 / S images when S is smaller),
+// and the segment sums are added in double. Mean and variance use the corrected two-pass
+// algorithm (Chan, Golub & LeVeque), so a large mean does not cancel the variance away. Channels
+// are computed in parallel, each by one thread in a fixed order: results do not depend on the
+// thread count.
 #pragma once
 
-#include <Eigen/Core>
+#include <xsimd/xsimd.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -43,46 +44,101 @@ namespace detail {
 
 inline constexpr index_t bn_segment = 512;
 
-template <class T>
-using ConstArrayMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
-template <class T>
-using ArrayMap = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
-
-// Calls f(offset, length) for the runs of channel c: each image's S values, in segments.
-template <class F>
-void for_channel_runs(const BatchNormDims& d, index_t c, F&& f) {
-  for (index_t n = 0; n < d.batch; ++n) {
-    const index_t base = (n * d.channels + c) * d.spatial;
-    for (index_t s = 0; s < d.spatial; s += bn_segment) {
-      f(base + s, std::min(bn_segment, d.spatial - s));
+// Calls piece(offset, length) over channel c's values and end() after each segment of at most
+// bn_segment values: an image's run of S values (in pieces of bn_segment when S is longer), or
+// the runs of bn_segment / S images together when S is shorter, so that small images (7x7,
+// 4x4) are summed in long SIMD loops, not a reduction per run.
+template <class Piece, class End>
+void for_channel_segments(const BatchNormDims& d, index_t c, Piece&& piece, End&& end) {
+  const index_t S = d.spatial;
+  if (S > bn_segment) {
+    for (index_t n = 0; n < d.batch; ++n) {
+      const index_t base = (n * d.channels + c) * S;
+      for (index_t s = 0; s < S; s += bn_segment) {
+        piece(base + s, std::min(bn_segment, S - s));
+        end();
+      }
     }
+    return;
   }
+  const index_t per = bn_segment / S;
+  for (index_t n0 = 0; n0 < d.batch; n0 += per) {
+    for (index_t n = n0; n < std::min(d.batch, n0 + per); ++n) piece((n * d.channels + c) * S, S);
+    end();
+  }
+}
+
+// Calls piece(offset, length) over channel c's runs (one per image): for elementwise passes.
+template <class Piece>
+void for_channel_runs(const BatchNormDims& d, index_t c, Piece&& piece) {
+  for (index_t n = 0; n < d.batch; ++n) piece((n * d.channels + c) * d.spatial, d.spatial);
+}
+
+// A sum in segments: each segment's values in T (in four SIMD accumulators, so that the adds
+// do not wait on one another, and a scalar for the rest of each piece), then the segment sums
+// in double.
+template <class T>
+struct SegmentSum {
+  using B = xsimd::batch<T>;
+  B lanes[4] = {B(T(0)), B(T(0)), B(T(0)), B(T(0))};
+  T rest = T(0);
+  double total = 0.0;
+  void end_segment() {
+    total += static_cast<double>(xsimd::hadd((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + rest);
+    for (auto& l : lanes) l = B(T(0));
+    rest = T(0);
+  }
+};
+
+// Runs vec(i, k) for each full batch starting at i in [begin, end), k = the accumulator (0 to
+// 3, in turn), and scalar(i) for the rest.
+template <class T, class Vec, class Scalar>
+void sum_loop(index_t begin, index_t end, Vec&& vec, Scalar&& scalar) {
+  constexpr index_t w = static_cast<index_t>(xsimd::batch<T>::size);
+  index_t i = begin;
+  for (; i + 4 * w <= end; i += 4 * w) {
+    vec(i, 0);
+    vec(i + w, 1);
+    vec(i + 2 * w, 2);
+    vec(i + 3 * w, 3);
+  }
+  if (i + w <= end) vec(i, 0), i += w;
+  if (i + w <= end) vec(i, 1), i += w;
+  if (i + w <= end) vec(i, 2), i += w;
+  for (; i < end; ++i) scalar(i);
+}
+
+// The output gradient the BatchNorm sees: dy, or dy · [z > 0] when a ReLU is fused (z: its
+// output; relu_backward's rule).
+template <class T>
+inline T masked_grad(const T* dy, const T* z, bool relu, index_t i) {
+  return relu ? (z[i] > T(0) ? dy[i] : T(0)) : dy[i];
+}
+template <class T>
+inline xsimd::batch<T> masked_grad_batch(const T* dy, const T* z, bool relu, index_t i) {
+  using B = xsimd::batch<T>;
+  const B g = B::load_unaligned(dy + i);
+  return relu ? xsimd::select(B::load_unaligned(z + i) > B(T(0)), g, B(T(0))) : g;
 }
 
 // y = (x − mu) · scale + offset over channel c, then y = max(y, 0) when relu (NaN passes).
 template <class T>
 void channel_affine(const T* x, const BatchNormDims& d, index_t c, T mu, T scale, T offset, T* y,
                     bool relu) {
+  using B = xsimd::batch<T>;
+  const B mu_v(mu), scale_v(scale), offset_v(offset);
   for_channel_runs(d, c, [&](index_t off, index_t len) {
-    ArrayMap<T>(y + off, len) = (ConstArrayMap<T>(x + off, len) - mu) * scale + offset;
-    if (relu) {  // the run is still in L1
-      T* out = y + off;
-      for (index_t i = 0; i < len; ++i) out[i] = kernels::detail::relu(out[i]);
-    }
+    simd_loop<T>(
+        off, off + len,
+        [&](index_t i) {
+          const B v = (B::load_unaligned(x + i) - mu_v) * scale_v + offset_v;
+          (relu ? kernels::detail::relu(v) : v).store_unaligned(y + i);
+        },
+        [&](index_t i) {
+          const T v = (x[i] - mu) * scale + offset;
+          y[i] = relu ? kernels::detail::relu(v) : v;
+        });
   });
-}
-
-// The output gradient of one run copied into buf (bn_segment elements, 64-byte aligned): dy,
-// or dy · [z > 0] when a ReLU is fused (z: its output). Always copying makes Eigen's vectorised
-// sums see the same alignment either way, so fused and separate ReLUs agree bit for bit.
-template <class T>
-const T* run_grad(const T* dy, const T* z, bool relu, index_t off, index_t len, T* buf) {
-  if (relu) {
-    for (index_t i = 0; i < len; ++i) buf[i] = z[off + i] > T(0) ? dy[off + i] : T(0);
-  } else {
-    std::copy(dy + off, dy + off + len, buf);
-  }
-  return buf;
 }
 
 // Runs body(c) for every channel, in parallel when the tensor is large.
@@ -97,24 +153,48 @@ void for_channels(const BatchNormDims& d, Body&& body) {
 // Σx over channel c.
 template <class T>
 double channel_sum(const T* x, const BatchNormDims& d, index_t c) {
-  double sum_x = 0.0;
-  for_channel_runs(d, c, [&](index_t off, index_t len) {
-    sum_x += static_cast<double>(ConstArrayMap<T>(x + off, len).sum());
-  });
-  return sum_x;
+  using B = xsimd::batch<T>;
+  SegmentSum<T> sx;
+  for_channel_segments(
+      d, c,
+      [&](index_t off, index_t len) {
+        sum_loop<T>(
+            off, off + len, [&](index_t i, int k) { sx.lanes[k] += B::load_unaligned(x + i); },
+            [&](index_t i) { sx.rest += x[i]; });
+      },
+      [&] { sx.end_segment(); });
+  return sx.total;
 }
 
 // Σe and Σe² over channel c, e = x − mu_t.
 template <class T>
 void channel_deviation_sums(const T* x, const BatchNormDims& d, index_t c, T mu_t, double& sum_e,
                             double& sum_e2) {
-  sum_e = 0.0;
-  sum_e2 = 0.0;
-  for_channel_runs(d, c, [&](index_t off, index_t len) {
-    const auto e = ConstArrayMap<T>(x + off, len) - mu_t;
-    sum_e += static_cast<double>(e.sum());
-    sum_e2 += static_cast<double>(e.square().sum());
-  });
+  using B = xsimd::batch<T>;
+  const B mu_v(mu_t);
+  SegmentSum<T> se, se2;
+  for_channel_segments(
+      d, c,
+      [&](index_t off, index_t len) {
+        sum_loop<T>(
+            off, off + len,
+            [&](index_t i, int k) {
+              const B e = B::load_unaligned(x + i) - mu_v;
+              se.lanes[k] += e;
+              se2.lanes[k] += e * e;
+            },
+            [&](index_t i) {
+              const T e = x[i] - mu_t;
+              se.rest += e;
+              se2.rest += e * e;
+            });
+      },
+      [&] {
+        se.end_segment();
+        se2.end_segment();
+      });
+  sum_e = se.total;
+  sum_e2 = se2.total;
 }
 
 // From the m values' deviation sums around mu_t: mean = mu_t + Σe/m, var = Σe²/m − (Σe/m)²
@@ -137,25 +217,49 @@ void normalize_channel(const T* x, const BatchNormDims& d, index_t c, T mu_t, do
 template <class T>
 void channel_grad_sums(const T* x, const T* dy, const T* z, bool relu, const BatchNormDims& d,
                        index_t c, T mu_t, double& sum_dy, double& sum_dy_xc) {
-  sum_dy = 0.0;
-  sum_dy_xc = 0.0;
-  alignas(64) T buf[bn_segment];
-  for_channel_runs(d, c, [&](index_t off, index_t len) {
-    const auto g = ConstArrayMap<T>(run_grad(dy, z, relu, off, len, buf), len);
-    sum_dy += static_cast<double>(g.sum());
-    sum_dy_xc += static_cast<double>((g * (ConstArrayMap<T>(x + off, len) - mu_t)).sum());
-  });
+  using B = xsimd::batch<T>;
+  const B mu_v(mu_t);
+  SegmentSum<T> sg, sgx;
+  for_channel_segments(
+      d, c,
+      [&](index_t off, index_t len) {
+        sum_loop<T>(
+            off, off + len,
+            [&](index_t i, int k) {
+              const B g = masked_grad_batch(dy, z, relu, i);
+              sg.lanes[k] += g;
+              sgx.lanes[k] += g * (B::load_unaligned(x + i) - mu_v);
+            },
+            [&](index_t i) {
+              const T g = masked_grad(dy, z, relu, i);
+              sg.rest += g;
+              sgx.rest += g * (x[i] - mu_t);
+            });
+      },
+      [&] {
+        sg.end_segment();
+        sgx.end_segment();
+      });
+  sum_dy = sg.total;
+  sum_dy_xc = sgx.total;
 }
 
 // dx += a·g + b·(x − mu_t) + k over channel c (g as in channel_grad_sums).
 template <class T>
 void channel_grad_apply(const T* x, const T* dy, const T* z, bool relu, const BatchNormDims& d,
                         index_t c, T mu_t, double a, double b, double k, T* dx) {
+  using B = xsimd::batch<T>;
   const T at = static_cast<T>(a), bt = static_cast<T>(b), kt = static_cast<T>(k);
-  alignas(64) T buf[bn_segment];
+  const B a_v(at), b_v(bt), k_v(kt), mu_v(mu_t);
   for_channel_runs(d, c, [&](index_t off, index_t len) {
-    const auto g = ConstArrayMap<T>(run_grad(dy, z, relu, off, len, buf), len);
-    ArrayMap<T>(dx + off, len) += at * g + bt * (ConstArrayMap<T>(x + off, len) - mu_t) + kt;
+    simd_loop<T>(
+        off, off + len,
+        [&](index_t i) {
+          const B g = masked_grad_batch(dy, z, relu, i);
+          const B v = a_v * g + b_v * (B::load_unaligned(x + i) - mu_v) + k_v;
+          (B::load_unaligned(dx + i) + v).store_unaligned(dx + i);
+        },
+        [&](index_t i) { dx[i] += at * masked_grad(dy, z, relu, i) + bt * (x[i] - mu_t) + kt; });
   });
 }
 

@@ -95,7 +95,7 @@ void conv2d_amx_forward(const T* x, index_t n, const ConvGeometry& g, const T* w
               if (shifted) {
                 conv2d_amx_shifted_forward_group(x + i * in_size, gn, g, wb,
                                                  b != nullptr ? bias_rows : nullptr, filters, plan,
-                                                 taps, y + i * out_size, col, out, bf);
+                                                 taps, y + i * out_size, out, bf);
               } else {
                 conv2d_amx_forward_group(x + i * in_size, gn, g, wb, b, filters, y + i * out_size,
                                          col, out, bf);
@@ -160,7 +160,7 @@ void conv2d_amx_backward_slot(const T* x, const T* dy, index_t begin, index_t en
       T* dxi = dx != nullptr ? dx + i * in_size : nullptr;
       if (shifted) {
         conv2d_amx_shifted_backward_group(x + i * in_size, dy + i * out_size, gn, g, wt, filters,
-                                          plan, taps, dxi, dwt, col, dyg, out, bf);
+                                          plan, taps, dxi, dwt, dyg, out, bf);
       } else {
         conv2d_amx_backward_group(x + i * in_size, dy + i * out_size, gn, g, wt, filters, dxi, dwt,
                                   col, dyg, out, bf);

@@ -139,7 +139,8 @@ struct Conv2DPlan {
   // bf16 buffers of a slot, and the bias as 16-float rows (Fp x 16, per slot). im2col: w (Fp x
   // Kp), wᵀ (Kp x Fp), conv2d_amx_slot_floats; col, dy as im2col's, dcol max(Fp, Kp) x Gp,
   // acc dwᵀ (Kp x Fp). Shifted: conv2d_amx_shifted_pack's, conv2d_amx_shifted_slot_floats;
-  // col, dy the fp32 planes of x and dy, dcol max(Fp, Cp) x Gp, acc dwᵀ (taps * Cp x Fp).
+  // col none (x goes straight into bf16), dy the fp32 planes of dy, dcol max(Fp, Cp) x Gp, acc
+  // dwᵀ (taps * Cp x Fp).
   index_t amx_w = 0, amx_wt = 0, amx = 0, amx_bias = 0;
 
   bool shifted() const noexcept { return image_cols > 0; }  // conv2d_is_shifted, as planned
@@ -157,6 +158,19 @@ struct Conv2DPlan {
 
 namespace detail {
 
+// The shifted layout's geometry (conv/shifted.hpp) in p: phases, row, gap, origin, columns per
+// image, and a group of images with about target_cols product columns (at most max_group).
+inline void plan_shifted_layout(const ConvGeometry& g, index_t target_cols, index_t max_group,
+                                Conv2DPlan& p) {
+  const ShiftedTaps taps(g);
+  p.phases = taps.phases;
+  p.row = g.out_w + taps.reach_w;
+  p.gap = taps.reach_h;
+  p.origin = (p.gap + 1) * p.row;
+  p.image_cols = (g.out_h + p.gap) * p.row;
+  p.group = std::clamp<index_t>((target_cols + p.image_cols - 1) / p.image_cols, 1, max_group);
+}
+
 // The plan of the direct algorithms (pointwise, shifted, im2col).
 template <class T>
 Conv2DPlan conv2d_direct_plan(const ConvGeometry& g, index_t filters) {
@@ -171,14 +185,7 @@ Conv2DPlan conv2d_direct_plan(const ConvGeometry& g, index_t filters) {
   if (conv2d_is_shifted(g)) {
     p.algorithm = Conv2DAlgorithm::Shifted;
     // About 768 product columns per group (16 blocks of the micro-kernel), at most 16 images.
-    constexpr index_t target_cols = 768, max_group = 16;
-    const ShiftedTaps taps(g);
-    p.phases = taps.phases;
-    p.row = g.out_w + taps.reach_w;
-    p.gap = taps.reach_h;
-    p.origin = (p.gap + 1) * p.row;
-    p.image_cols = (g.out_h + p.gap) * p.row;
-    p.group = std::clamp<index_t>((target_cols + p.image_cols - 1) / p.image_cols, 1, max_group);
+    plan_shifted_layout(g, 768, 16, p);
     const index_t cols = p.group * p.image_cols;
     // Reads reach origin + cols + gap * Wp + reach_w + a micro-kernel block (3 SIMD batches).
     p.plane = p.origin + cols + (p.gap + 1) * p.row + 3 * overrun;
@@ -253,23 +260,17 @@ inline Conv2DPlan conv2d_amx_plan(const ConvGeometry& g, index_t filters) {
   if (conv2d_fits_shifted(g) && C >= amx_block && !strided_1x1) {
     a.algorithm = a.weights = Conv2DAlgorithm::AmxShifted;
     // About 512 product columns per group (16 blocks of the micro-kernel), at most 16 images.
-    constexpr index_t target_cols = 512, max_group = 16;
-    const ShiftedTaps taps(g);
-    a.phases = taps.phases;
-    a.row = g.out_w + taps.reach_w;
-    a.gap = taps.reach_h;
-    a.origin = (a.gap + 1) * a.row;
-    a.image_cols = (g.out_h + a.gap) * a.row;
-    a.group = std::clamp<index_t>((target_cols + a.image_cols - 1) / a.image_cols, 1, max_group);
+    plan_shifted_layout(g, 512, 16, a);
+    const index_t taps = g.kernel_h * g.kernel_w;  // all of them (conv2d_fits_shifted)
     const index_t Gp = amx_pad(a.group * a.image_cols);
     // Tiles read 32 columns from a tap's offset (up to origin + reach below and right).
     a.plane = amx_pad(a.origin + Gp + (a.gap + 1) * a.row + amx_block);
-    a.amx_w = Fp * taps.count * Cp / 2;
-    a.amx_wt = Cp * taps.count * Fp / 2;
-    a.col = C * a.phases * a.plane;
+    a.amx_w = Fp * taps * Cp / 2;
+    a.amx_wt = Cp * taps * Fp / 2;
+    a.col = 0;  // x goes straight into bf16 (to_pairs, to_rows)
     a.dy = filters * a.plane;
     a.dcol = std::max(Fp, Cp) * Gp;
-    a.acc = taps.count * Cp * Fp;
+    a.acc = taps * Cp * Fp;
     a.amx = conv2d_amx_shifted_slot_floats(C, filters, a.phases, a.plane, a.group * a.image_cols);
     return a;
   }

@@ -1,7 +1,7 @@
 // Shifted convolutions (shifted.hpp: stride 1 or 2, 'same' output size) on AMX tiles in
 // bfloat16, for MatmulPrecision::BF16: no column matrix, as in the fp32 shifted path. The group's
-// images are copied into the same zero-padded planes (detail::to_planes, plan.plane elements per
-// channel and stride phase), then rounded to bfloat16 in two layouts:
+// images go into the same zero-padded planes (detail::to_planes' layout, plan.plane elements per
+// channel and stride phase), rounded to bfloat16 row by row as they are copied, in two layouts:
 //   pairs   channels interleaved in pairs, [phase][c / 2][plane][c % 2]: a tile of 16 channel
 //           pairs x 16 columns is one 2-D load at any tap's offset (the B operand, K = channels)
 //   rows    [c][phase][plane] (the A operand of the weight gradient, K = columns)
@@ -60,47 +60,124 @@ inline void to_bf16(const float* x, index_t n, bf16_t* out) {
   }
 }
 
-// C (32 x 32 at c, row stride ldc floats) = init + Σ_{s < steps} A_s · B_s, where step s
-// multiplies the 32 x 32 bf16 block of A at a + a_step(s) (row stride lda elements) by the
-// 32 x 32 block of B at b + b_step(s) (VNNI pairs, row stride ldb elements). init: the tiles
-// at c (accumulate), zero, or 16-float rows at bias (one per row of C, repeated).
-template <class AStep, class BStep>
-inline void amx_block_product(const bf16_t* a, index_t lda, AStep a_step, const bf16_t* b,
-                              index_t ldb, BStep b_step, index_t steps, float* c, index_t ldc,
-                              bool accumulate, const float* bias) {
-  const index_t cs = ldc * 4, as = lda * 2, bs = ldb * 2;
-  if (accumulate) {
-    _tile_loadd(0, c, cs);
-    _tile_loadd(1, c + 16, cs);
-    _tile_loadd(2, c + 16 * ldc, cs);
-    _tile_loadd(3, c + 16 * ldc + 16, cs);
-  } else if (bias != nullptr) {
-    _tile_loadd(0, bias, 64);
-    _tile_loadd(1, bias, 64);
-    _tile_loadd(2, bias + 256, 64);
-    _tile_loadd(3, bias + 256, 64);
-  } else {
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
+// One row of a plane of to_planes' layout, for G channels (1 or 2): pixels q < n of the row are
+// in[k][sw * q + b] (W values in the input row), the rest of the plan.row values are zero; a
+// null in[k] (a channel past C, a gap row) is all zero.
+template <index_t G>
+struct PlaneRow {
+  const float* in[G] = {};
+  index_t W = 0, sw = 1, b = 0, n = 0;
+
+  // Values [q, q + 16) of channel k's row (masked loads: nothing past the input row is read).
+  __m512 load(index_t k, index_t q) const noexcept {
+    const float* r = in[k];
+    if (r == nullptr || q >= n) return _mm512_setzero_ps();
+    if (sw == 1) return load16(r + q, n - q);
+    const __m512i pick = _mm512_add_epi32(
+        _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0),
+        _mm512_set1_epi32(static_cast<int>(b)));
+    const __m512 lo = load16(r + 2 * q, W - 2 * q), hi = load16(r + 2 * q + 16, W - 2 * q - 16);
+    const __m512 v = _mm512_permutex2var_ps(lo, pick, hi);
+    return n - q >= 16 ? v : _mm512_maskz_mov_ps(static_cast<__mmask16>((1u << (n - q)) - 1), v);
   }
-  for (index_t s = 0; s < steps; ++s) {
-    const bf16_t* as0 = a + a_step(s);
-    const bf16_t* bs0 = b + b_step(s);
-    _tile_loadd(4, as0, as);
-    _tile_loadd(5, as0 + 16 * lda, as);
-    _tile_loadd(6, bs0, bs);
-    _tile_loadd(7, bs0 + 32, bs);
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_dpbf16ps(1, 4, 7);
-    _tile_dpbf16ps(2, 5, 6);
-    _tile_dpbf16ps(3, 5, 7);
+};
+
+// Calls emit(c0, p, at, row) for every row of x's planes in to_planes' layout, G channels at a
+// time (c0, c0 + 1, ...), phase p, the row at origin + at of the plane. The caller zeroes the
+// planes before origin and after the group's images.
+template <index_t G, class Emit>
+void for_plane_rows(const float* x, index_t gn, index_t image, index_t C, index_t H, index_t W,
+                    index_t sh, index_t sw, const Conv2DPlan& plan, Emit&& emit) {
+  const index_t Wp = plan.row, block_rows = plan.image_cols / Wp;  // OH + gap rows per image
+  for (index_t c0 = 0; c0 < C; c0 += G) {
+    for (index_t a = 0; a < sh; ++a) {
+      const index_t in_rows = (H - a + sh - 1) / sh;
+      for (index_t b = 0; b < sw; ++b) {
+        PlaneRow<G> row;
+        row.W = W;
+        row.sw = sw;
+        row.b = b;
+        row.n = (W - b + sw - 1) / sw;
+        for (index_t j = 0; j < gn; ++j) {
+          for (index_t r = 0; r < block_rows; ++r) {
+            for (index_t k = 0; k < G; ++k) {
+              row.in[k] = r < in_rows && c0 + k < C
+                              ? x + j * image + (c0 + k) * H * W + (a + r * sh) * W
+                              : nullptr;
+            }
+            emit(c0, a * sw + b, j * plan.image_cols + r * Wp, row);
+          }
+        }
+      }
+    }
   }
-  _tile_stored(0, c, cs);
-  _tile_stored(1, c + 16, cs);
-  _tile_stored(2, c + 16 * ldc, cs);
-  _tile_stored(3, c + 16 * ldc + 16, cs);
+}
+
+inline void zero_bf16(bf16_t* p, index_t n) {
+  std::memset(p, 0, sizeof(bf16_t) * static_cast<std::size_t>(n));
+}
+
+// x's planes as the forward's B operand: bf16 channel pairs [phase][Cp / 2][plane][2] (what
+// to_planes then amx_pack_pairs of each phase give), from images x[0..gn).
+inline void to_pairs(const float* x, index_t gn, const ConvGeometry& g, const Conv2DPlan& plan,
+                     bf16_t* pairs) {
+  const index_t C = g.channels, Cp = amx_pad(C), PL = plan.plane, ph = plan.phases;
+  const index_t used = plan.origin + gn * plan.image_cols, Wp = plan.row;
+  for (index_t p = 0; p < ph; ++p) {
+    for (index_t i = 0; i < Cp / 2; ++i) {
+      bf16_t* plane = pairs + p * Cp * PL + i * 2 * PL;
+      if (2 * i >= C) {
+        zero_bf16(plane, 2 * PL);
+      } else {
+        zero_bf16(plane, 2 * plan.origin);
+        zero_bf16(plane + 2 * used, 2 * (PL - used));
+      }
+    }
+  }
+  // Interleaves the low 16 (channel c0) and high 16 (c0 + 1) bf16 of a vector.
+  alignas(64) static constexpr std::uint16_t order[32] = {
+      0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+      8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i idx = _mm512_load_si512(order);
+  for_plane_rows<2>(
+      x, gn, g.in_size(), C, g.height, g.width, g.stride_h, g.stride_w, plan,
+      [&](index_t c0, index_t p, index_t at, const PlaneRow<2>& row) {
+        bf16_t* o = pairs + p * Cp * PL + c0 * PL + 2 * (plan.origin + at);
+        for (index_t q = 0; q < Wp; q += 16) {
+          const __m512i v = _mm512_permutexvar_epi16(
+              idx, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(row.load(1, q), row.load(0, q))));
+          const index_t m = std::min<index_t>(16, Wp - q);
+          _mm512_mask_storeu_epi16(o + 2 * q,
+                                   static_cast<__mmask32>((std::uint64_t(1) << (2 * m)) - 1), v);
+        }
+      });
+}
+
+// x's planes as the weight gradient's A operand: bf16 rows [Cp][phase][plane] (to_planes then
+// to_bf16, channels C .. Cp zero), from images x[0..gn).
+inline void to_rows(const float* x, index_t gn, const ConvGeometry& g, const Conv2DPlan& plan,
+                    bf16_t* rows) {
+  const index_t C = g.channels, Cp = amx_pad(C), PL = plan.plane, ph = plan.phases;
+  const index_t used = plan.origin + gn * plan.image_cols, Wp = plan.row;
+  for (index_t k = 0; k < Cp * ph; ++k) {
+    bf16_t* plane = rows + k * PL;
+    if (k < C * ph) {
+      zero_bf16(plane, plan.origin);
+      zero_bf16(plane + used, PL - used);
+    } else {  // channels past C
+      zero_bf16(plane, PL);
+    }
+  }
+  for_plane_rows<1>(x, gn, g.in_size(), C, g.height, g.width, g.stride_h, g.stride_w, plan,
+                    [&](index_t c, index_t p, index_t at, const PlaneRow<1>& row) {
+                      bf16_t* o = rows + (c * ph + p) * PL + plan.origin + at;
+                      for (index_t q = 0; q < Wp; q += 16) {
+                        const __m256i v =
+                            reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(row.load(0, q)));
+                        const index_t m = std::min<index_t>(16, Wp - q);
+                        _mm256_mask_storeu_epi16(o + q, static_cast<__mmask16>((1u << m) - 1), v);
+                      }
+                    });
 }
 
 }  // namespace detail
@@ -134,18 +211,17 @@ inline void conv2d_amx_shifted_pack(const float* w, const ConvGeometry& g, index
 }
 
 // Forward of a group of gn images into y; wa: conv2d_amx_shifted_pack(transposed = false);
-// bias_rows: Fp x 16 floats (b[f] repeated), or null for no bias; fx: the slot's fp32 planes
-// (plan.col); out: Fp x Gp floats; bf: conv2d_amx_shifted_slot_floats floats.
+// bias_rows: Fp x 16 floats (b[f] repeated), or null for no bias; out: Fp x Gp floats; bf:
+// conv2d_amx_shifted_slot_floats floats.
 inline void conv2d_amx_shifted_forward_group(const float* x, index_t gn, const ConvGeometry& g,
                                              const bf16_t* wa, const float* bias_rows,
                                              index_t filters, const Conv2DPlan& plan,
                                              const detail::AmxShiftedTaps& taps, float* y,
-                                             float* fx, float* out, float* bf) {
+                                             float* out, float* bf) {
   const index_t C = g.channels, Cp = amx_pad(C), Fp = amx_pad(filters), PL = plan.plane;
-  const index_t cols = gn * plan.image_cols, Gp = amx_pad(cols), ph = plan.phases;
-  detail::to_planes(x, gn, g.in_size(), C, g.height, g.width, g.stride_h, g.stride_w, plan, fx);
+  const index_t cols = gn * plan.image_cols, Gp = amx_pad(cols);
   auto* pairs = reinterpret_cast<bf16_t*>(bf);  // [phase][Cp / 2][PL][2]
-  for (index_t p = 0; p < ph; ++p) amx_pack_pairs(fx + p * PL, ph * PL, C, PL, pairs + p * Cp * PL);
+  detail::to_pairs(x, gn, g, plan, pairs);
   detail::amx_configure();
   const index_t lda = taps.count * Cp, cblocks = Cp / amx_block;
   for (index_t n0 = 0; n0 < Gp; n0 += amx_block) {
@@ -167,24 +243,21 @@ inline void conv2d_amx_shifted_forward_group(const float* x, index_t gn, const C
 }
 
 // Gradients of a group of gn images: dwt (taps * Cp x Fp) += the weight gradient, dx (may be
-// null) += the input gradient; wt: conv2d_amx_shifted_pack(transposed = true); fx, fdy: the
-// slot's fp32 planes of x and dy (plan.col, plan.dy); out: Cp x Gp floats; bf as the forward.
+// null) += the input gradient; wt: conv2d_amx_shifted_pack(transposed = true); fdy: the slot's
+// fp32 planes of dy (plan.dy floats); out: Cp x Gp floats; bf as the forward.
 inline void conv2d_amx_shifted_backward_group(const float* x, const float* dy, index_t gn,
                                               const ConvGeometry& g, const bf16_t* wt,
                                               index_t filters, const Conv2DPlan& plan,
                                               const detail::AmxShiftedTaps& taps, float* dx,
-                                              float* dwt, float* fx, float* fdy, float* out,
-                                              float* bf) {
+                                              float* dwt, float* fdy, float* out, float* bf) {
   const index_t C = g.channels, Cp = amx_pad(C), Fp = amx_pad(filters), PL = plan.plane;
   const index_t cols = gn * plan.image_cols, Gp = amx_pad(cols), ph = plan.phases;
   const index_t in_size = g.in_size(), out_size = filters * g.col_cols();
-  detail::to_planes(x, gn, in_size, C, g.height, g.width, g.stride_h, g.stride_w, plan, fx);
   detail::to_planes(dy, gn, out_size, filters, g.out_h, g.out_w, 1, 1, plan, fdy);
   auto* rows = reinterpret_cast<bf16_t*>(bf);  // [Cp][phase][PL]
   bf16_t* dy_pairs = rows + Cp * ph * PL;      // [Fp / 2][PL][2]
   bf16_t* dyt = dy_pairs + Fp * PL;            // [Gp / 2][Fp][2]
-  detail::to_bf16(fx, C * ph * PL, rows);
-  std::memset(rows + C * ph * PL, 0, sizeof(bf16_t) * static_cast<std::size_t>((Cp - C) * ph * PL));
+  detail::to_rows(x, gn, g, plan, rows);
   amx_pack_pairs_t(fdy + plan.origin, PL, Gp, filters, dyt);
   detail::amx_configure();
   // dwt_t (Cp x Fp) += rows_p(t)[o(t) + n] · dyᵀ, over the columns in steps of 32.
