@@ -23,7 +23,7 @@
 #include "minires/core/shape.hpp"
 
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__) && \
-    defined(__AVX512BW__) && defined(__linux__) && defined(__x86_64__)
+    defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__linux__) && defined(__x86_64__)
 #define MINIRES_AMX 1
 #include <immintrin.h>
 #include <sys/syscall.h>

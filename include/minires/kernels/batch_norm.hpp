@@ -15,8 +15,8 @@
 // over memory in each direction.
 //
 // Sums are accumulated in double: a channel's values are summed in T, in SIMD lanes, in segments
-// of at most 512 (an image's run of S values, or the runs of 512 / S images when S is smaller),
-// and the segment sums are added in double. Mean and variance use the corrected two-pass
+// of at most 512 (an image's run of S values, split in pieces of 512 when longer, or the runs of
+// 512 / S images together when S is smaller), and the segment sums are added in double. Mean and variance use the corrected two-pass
 // algorithm (Chan, Golub & LeVeque), so a large mean does not cancel the variance away. Channels
 // are computed in parallel, each by one thread in a fixed order: results do not depend on the
 // thread count.
@@ -51,6 +51,7 @@ inline constexpr index_t bn_segment = 512;
 template <class Piece, class End>
 void for_channel_segments(const BatchNormDims& d, index_t c, Piece&& piece, End&& end) {
   const index_t S = d.spatial;
+  if (S == 0) return;
   if (S > bn_segment) {
     for (index_t n = 0; n < d.batch; ++n) {
       const index_t base = (n * d.channels + c) * S;

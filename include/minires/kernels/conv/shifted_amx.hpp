@@ -43,23 +43,6 @@ struct AmxShiftedTaps {
   }
 };
 
-// n floats to bf16 (round to nearest even).
-inline void to_bf16(const float* x, index_t n, bf16_t* out) {
-  index_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    const __m512i v = reinterpret_cast<__m512i>(
-        _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i)));
-    _mm512_storeu_si512(out + i, v);
-  }
-  if (i < n) {
-    const __m512i v = reinterpret_cast<__m512i>(
-        _mm512_cvtne2ps_pbh(load16(x + i + 16, n - i - 16), load16(x + i, n - i)));
-    alignas(64) bf16_t tail[32];
-    _mm512_store_si512(tail, v);
-    std::memcpy(out + i, tail, sizeof(bf16_t) * static_cast<std::size_t>(n - i));
-  }
-}
-
 // One row of a plane of to_planes' layout, for G channels (1 or 2): pixels q < n of the row are
 // in[k][sw * q + b] (W values in the input row), the rest of the plan.row values are zero; a
 // null in[k] (a channel past C, a gap row) is all zero.
@@ -154,7 +137,7 @@ inline void to_pairs(const float* x, index_t gn, const ConvGeometry& g, const Co
 }
 
 // x's planes as the weight gradient's A operand: bf16 rows [Cp][phase][plane] (to_planes then
-// to_bf16, channels C .. Cp zero), from images x[0..gn).
+// rounding to bf16, channels C .. Cp zero), from images x[0..gn).
 inline void to_rows(const float* x, index_t gn, const ConvGeometry& g, const Conv2DPlan& plan,
                     bf16_t* rows) {
   const index_t C = g.channels, Cp = amx_pad(C), PL = plan.plane, ph = plan.phases;
