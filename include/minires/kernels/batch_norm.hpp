@@ -16,10 +16,10 @@
 //
 // Sums are accumulated in double: a channel's values are summed in T, in SIMD lanes, in segments
 // of at most 512 (an image's run of S values, split in pieces of 512 when longer, or the runs of
-// 512 / S images together when S is smaller), and the segment sums are added in double. Mean and variance use the corrected two-pass
-// algorithm (Chan, Golub & LeVeque), so a large mean does not cancel the variance away. Channels
-// are computed in parallel, each by one thread in a fixed order: results do not depend on the
-// thread count.
+// 512 / S images together when S is smaller), and the segment sums are added in double. Mean
+// and variance use the corrected two-pass algorithm (Chan, Golub & LeVeque), so a large mean
+// does not cancel the variance away. Channels are computed in parallel, each by one thread in a
+// fixed order: results do not depend on the thread count.
 #pragma once
 
 #include <xsimd/xsimd.hpp>
