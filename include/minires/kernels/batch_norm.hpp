@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "minires/core/parallel.hpp"
 #include "minires/core/shape.hpp"
@@ -167,35 +168,53 @@ double channel_sum(const T* x, const BatchNormDims& d, index_t c) {
   return sx.total;
 }
 
-// Σe and Σe² over channel c, e = x − mu_t.
-template <class T>
-void channel_deviation_sums(const T* x, const BatchNormDims& d, index_t c, T mu_t, double& sum_e,
-                            double& sum_e2) {
-  using B = xsimd::batch<T>;
-  const B mu_v(mu_t);
-  SegmentSum<T> se, se2;
+// Σu and Σv over channel c, terms(i) giving the pair (u, v) at i as SIMD batches (a full batch
+// from i) and scalar_terms(i) as scalars.
+template <class T, class Terms, class ScalarTerms>
+void channel_two_sums(const BatchNormDims& d, index_t c, Terms&& terms, ScalarTerms&& scalar_terms,
+                      double& sum_u, double& sum_v) {
+  SegmentSum<T> su, sv;
   for_channel_segments(
       d, c,
       [&](index_t off, index_t len) {
         sum_loop<T>(
             off, off + len,
             [&](index_t i, int k) {
-              const B e = B::load_unaligned(x + i) - mu_v;
-              se.lanes[k] += e;
-              se2.lanes[k] += e * e;
+              const auto [u, v] = terms(i);
+              su.lanes[k] += u;
+              sv.lanes[k] += v;
             },
             [&](index_t i) {
-              const T e = x[i] - mu_t;
-              se.rest += e;
-              se2.rest += e * e;
+              const auto [u, v] = scalar_terms(i);
+              su.rest += u;
+              sv.rest += v;
             });
       },
       [&] {
-        se.end_segment();
-        se2.end_segment();
+        su.end_segment();
+        sv.end_segment();
       });
-  sum_e = se.total;
-  sum_e2 = se2.total;
+  sum_u = su.total;
+  sum_v = sv.total;
+}
+
+// Σe and Σe² over channel c, e = x − mu_t.
+template <class T>
+void channel_deviation_sums(const T* x, const BatchNormDims& d, index_t c, T mu_t, double& sum_e,
+                            double& sum_e2) {
+  using B = xsimd::batch<T>;
+  const B mu_v(mu_t);
+  channel_two_sums<T>(
+      d, c,
+      [&](index_t i) {
+        const B e = B::load_unaligned(x + i) - mu_v;
+        return std::pair<B, B>(e, e * e);
+      },
+      [&](index_t i) {
+        const T e = x[i] - mu_t;
+        return std::pair<T, T>(e, e * e);
+      },
+      sum_e, sum_e2);
 }
 
 // From the m values' deviation sums around mu_t: mean = mu_t + Σe/m, var = Σe²/m − (Σe/m)²
@@ -220,29 +239,17 @@ void channel_grad_sums(const T* x, const T* dy, const T* z, bool relu, const Bat
                        index_t c, T mu_t, double& sum_dy, double& sum_dy_xc) {
   using B = xsimd::batch<T>;
   const B mu_v(mu_t);
-  SegmentSum<T> sg, sgx;
-  for_channel_segments(
+  channel_two_sums<T>(
       d, c,
-      [&](index_t off, index_t len) {
-        sum_loop<T>(
-            off, off + len,
-            [&](index_t i, int k) {
-              const B g = masked_grad_batch(dy, z, relu, i);
-              sg.lanes[k] += g;
-              sgx.lanes[k] += g * (B::load_unaligned(x + i) - mu_v);
-            },
-            [&](index_t i) {
-              const T g = masked_grad(dy, z, relu, i);
-              sg.rest += g;
-              sgx.rest += g * (x[i] - mu_t);
-            });
+      [&](index_t i) {
+        const B g = masked_grad_batch(dy, z, relu, i);
+        return std::pair<B, B>(g, g * (B::load_unaligned(x + i) - mu_v));
       },
-      [&] {
-        sg.end_segment();
-        sgx.end_segment();
-      });
-  sum_dy = sg.total;
-  sum_dy_xc = sgx.total;
+      [&](index_t i) {
+        const T g = masked_grad(dy, z, relu, i);
+        return std::pair<T, T>(g, g * (x[i] - mu_t));
+      },
+      sum_dy, sum_dy_xc);
 }
 
 // dx += a·g + b·(x − mu_t) + k over channel c (g as in channel_grad_sums).
