@@ -46,7 +46,8 @@ inline std::string fashion_mnist_help() {
   return "expected the Fashion-MNIST IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, "
          "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each optionally .gz) there; "
          "install them with `apt-get install dataset-fashion-mnist` (into " +
-         default_fashion_mnist_dir() + ") or load them from the directory that holds the four files";
+         default_fashion_mnist_dir() +
+         ") or load them from the directory that holds the four files";
 }
 
 // dir/name.gz if it exists, else dir/name; IoError with directions when neither does.

@@ -7,7 +7,8 @@
 // amx_block (32): the packing functions below pad with zeros. Layouts (bf16 = std::uint16_t):
 //   A   row-major, Mp x Kp                                   (amx_pack_rows)
 //   B   "VNNI": pairs of rows interleaved, element (k, n) at B[(k / 2) * 2 Np + 2 n + k % 2]
-//       (amx_pack_pairs from a row-major K x N matrix, amx_pack_pairs_t from its transpose)
+//       (amx_pack_pairs from a row-major K x N matrix, amx_pack_pairs_t from its transpose,
+//       amx_transpose_pairs from another B's pairs)
 // The micro-kernel holds a 32 x 32 block of C in four 16 x 16 tiles for the whole K loop, with
 // two tiles of A and two of B (the eight tile registers). Each element of C is one K-ordered
 // sum, so the result does not depend on threads or blocking.
@@ -181,25 +182,30 @@ void amx_pack_rows_with(index_t M, index_t K, bf16_t* out, At at) {
 
 namespace detail {
 
-// out[2 q] = bf16(r0[q]), out[2 q + 1] = bf16(r1[q]) for q < n (r1 null: zeros): one row of
-// VNNI pairs from two rows of floats.
-inline void amx_pairs_row(const float* r0, const float* r1, index_t n, bf16_t* out) {
-  // Interleaves the low 16 (row 0) and high 16 (row 1) bf16 of a vector.
+// out[2 q] = bf16(v0[q]), out[2 q + 1] = bf16(v1[q]) for q < count (16 at most; nothing past
+// out + 2 count is written): 16 VNNI pairs from two vectors of floats.
+inline void amx_store_pairs(__m512 v0, __m512 v1, index_t count, bf16_t* out) noexcept {
+  // Interleaves the low 16 (v0) and high 16 (v1) bf16 of a vector.
   alignas(64) static constexpr std::uint16_t order[32] = {
       0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
       8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-  const __m512i idx = _mm512_load_si512(order);
+  const __m512i both = _mm512_permutexvar_epi16(
+      _mm512_load_si512(order), reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(v1, v0)));
+  if (count >= 16) {
+    _mm512_storeu_si512(out, both);
+  } else {
+    const auto mask = static_cast<__mmask32>((std::uint64_t(1) << (2 * count)) - 1);
+    _mm512_mask_storeu_epi16(out, mask, both);
+  }
+}
+
+// out[2 q] = bf16(r0[q]), out[2 q + 1] = bf16(r1[q]) for q < n (r1 null: zeros): one row of
+// VNNI pairs from two rows of floats.
+inline void amx_pairs_row(const float* r0, const float* r1, index_t n, bf16_t* out) {
   for (index_t q = 0; q < n; q += 16) {
     const __m512 v0 = load16(r0 + q, n - q);
     const __m512 v1 = r1 != nullptr ? load16(r1 + q, n - q) : _mm512_setzero_ps();
-    const __m512i both =
-        _mm512_permutexvar_epi16(idx, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(v1, v0)));
-    if (n - q >= 16) {
-      _mm512_storeu_si512(out + 2 * q, both);
-    } else {
-      const auto mask = static_cast<__mmask32>((std::uint64_t(1) << (2 * (n - q))) - 1);
-      _mm512_mask_storeu_epi16(out + 2 * q, mask, both);
-    }
+    amx_store_pairs(v0, v1, n - q, out + 2 * q);
   }
 }
 
@@ -238,6 +244,29 @@ inline void amx_pack_pairs_t(const float* b, index_t ldb, index_t K, index_t N, 
       const __m512i v = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo));
       // Words (pairs) k/2 ... k/2 + 15 of row n.
       _mm512_i32scatter_epi32(words + (k / 2) * Np + n, word, v, 4);
+    }
+  }
+}
+
+// out (VNNI, Np/2 x Kp x 2 bf16) = the transpose of columns [0, Np) of the Kp x N matrix whose
+// VNNI pairs are at in (Kp/2 pair rows of ldn pairs, amx_pack_pairs' layout): element (n, k) of
+// out is element (k, n) of in. Np: a multiple of 16; in's rows hold at least Np pairs.
+inline void amx_transpose_pairs(const bf16_t* in, index_t ldn, index_t Kp, index_t Np,
+                                bf16_t* out) {
+  // In each 64-bit lane, (k, n) (k+1, n) (k, n+1) (k+1, n+1) -> (k, n) (k, n+1) (k+1, n)
+  // (k+1, n+1): out's words at (n / 2, k) and (n / 2, k + 1), side by side.
+  alignas(64) static constexpr std::uint16_t order[32] = {
+      0,  2,  1,  3,  4,  6,  5,  7,  8,  10, 9,  11, 12, 14, 13, 15,
+      16, 18, 17, 19, 20, 22, 21, 23, 24, 26, 25, 27, 28, 30, 29, 31};
+  const __m512i idx = _mm512_load_si512(order);
+  // Lane l goes to out's pair row n / 2 + l: l * 2 Kp bf16, l * Kp / 2 64-bit words further.
+  const long long h = Kp / 2;
+  const __m512i rows = _mm512_set_epi64(7 * h, 6 * h, 5 * h, 4 * h, 3 * h, 2 * h, h, 0);
+  for (index_t p = 0; p < Kp / 2; ++p) {
+    const bf16_t* r = in + p * 2 * ldn;
+    for (index_t n = 0; n < Np; n += 16) {
+      const __m512i v = _mm512_permutexvar_epi16(idx, _mm512_loadu_si512(r + 2 * n));
+      _mm512_i64scatter_epi64(out + (n / 2) * 2 * Kp + 4 * p, rows, v, 8);
     }
   }
 }

@@ -69,8 +69,15 @@ void conv2d_amx_forward(const T* x, index_t n, const ConvGeometry& g, const T* w
     const index_t in_size = g.in_size(), out_size = filters * g.col_cols(), K = g.col_rows();
     const bool shifted = plan.algorithm == Conv2DAlgorithm::AmxShifted;
     auto* wb = reinterpret_cast<bf16_t*>(work + plan.shared_size() - plan.amx_w - plan.amx_wt);
+    T* bias_rows = nullptr;  // shifted: b[f] repeated in row f of Fp x 16 (padded filters 0)
     if (shifted) {
       conv2d_amx_shifted_pack(w, g, filters, plan, false, wb);
+      if (b != nullptr) {
+        bias_rows = work + plan.shared_size() - plan.amx_w - plan.amx_wt - plan.amx_bias;
+        std::fill(bias_rows, bias_rows + plan.amx_bias, T(0));
+        for (index_t f = 0; f < filters; ++f)
+          std::fill(bias_rows + f * 16, bias_rows + (f + 1) * 16, b[f]);
+      }
     } else {
       amx_pack_rows(w, K, 1, filters, K, wb);
     }
@@ -84,18 +91,11 @@ void conv2d_amx_forward(const T* x, index_t n, const ConvGeometry& g, const T* w
             T* col = slot_work + s * plan.slot_size();
             T* out = col + plan.col + plan.dy;
             T* bf = out + plan.dcol + plan.acc + plan.wino;
-            T* bias_rows = bf + plan.amx;
-            if (shifted && b != nullptr) {
-              std::fill(bias_rows, bias_rows + plan.amx_bias, T(0));
-              for (index_t f = 0; f < filters; ++f)
-                std::fill(bias_rows + f * 16, bias_rows + (f + 1) * 16, b[f]);
-            }
             for (index_t i = begin; i < end; i += plan.group) {
               const index_t gn = std::min(plan.group, end - i);
               if (shifted) {
-                conv2d_amx_shifted_forward_group(x + i * in_size, gn, g, wb,
-                                                 b != nullptr ? bias_rows : nullptr, filters, plan,
-                                                 taps, y + i * out_size, out, bf);
+                conv2d_amx_shifted_forward_group(x + i * in_size, gn, g, wb, bias_rows, filters,
+                                                 plan, taps, y + i * out_size, out, bf);
               } else {
                 conv2d_amx_forward_group(x + i * in_size, gn, g, wb, b, filters, y + i * out_size,
                                          col, out, bf);
@@ -160,7 +160,7 @@ void conv2d_amx_backward_slot(const T* x, const T* dy, index_t begin, index_t en
       T* dxi = dx != nullptr ? dx + i * in_size : nullptr;
       if (shifted) {
         conv2d_amx_shifted_backward_group(x + i * in_size, dy + i * out_size, gn, g, wt, filters,
-                                          plan, taps, dxi, dwt, dyg, out, bf);
+                                          plan, taps, dxi, dwt, out, bf);
       } else {
         conv2d_amx_backward_group(x + i * in_size, dy + i * out_size, gn, g, wt, filters, dxi, dwt,
                                   col, dyg, out, bf);

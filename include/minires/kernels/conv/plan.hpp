@@ -135,22 +135,22 @@ struct Conv2DPlan {
   index_t wino_ut = 0;     // the input gradient's, winograd_packed_size(C, F)
   index_t wino = 0;        // per slot: the larger of winograd_slot_size(block, max(C, F)) and
                            // the weight gradient's work and dUt
-  // AMX (all 0 otherwise): the forward's and the input gradient's bf16 weights (shared), the
-  // bf16 buffers of a slot, and the bias as 16-float rows (Fp x 16, per slot). im2col: w (Fp x
-  // Kp), wᵀ (Kp x Fp), conv2d_amx_slot_floats; col, dy as im2col's, dcol max(Fp, Kp) x Gp,
-  // acc dwᵀ (Kp x Fp). Shifted: conv2d_amx_shifted_pack's, conv2d_amx_shifted_slot_floats;
-  // col none (x goes straight into bf16), dy the fp32 planes of dy, dcol max(Fp, Cp) x Gp, acc
-  // dwᵀ (taps * Cp x Fp).
-  index_t amx_w = 0, amx_wt = 0, amx = 0, amx_bias = 0;
+  // AMX (all 0 otherwise): the bias as 16-float rows (Fp x 16, shifted only), the forward's and
+  // the input gradient's bf16 weights (all shared), and the bf16 buffers of a slot. im2col: w
+  // (Fp x Kp), wᵀ (Kp x Fp), conv2d_amx_slot_floats; col, dy as im2col's, dcol max(Fp, Kp) x
+  // Gp, acc dwᵀ (Kp x Fp). Shifted: conv2d_amx_shifted_pack's, conv2d_amx_shifted_slot_floats;
+  // col and dy none (x and dy go straight into bf16), dcol max(Fp, Cp) x Gp, acc dwᵀ (taps * Cp
+  // x Fp).
+  index_t amx_bias = 0, amx_w = 0, amx_wt = 0, amx = 0;
 
   bool shifted() const noexcept { return image_cols > 0; }  // conv2d_is_shifted, as planned
 
-  // Workspace: packed_w, packed_wt, wino_u, wino_ut, amx_w, amx_wt, then per slot col, dy,
-  // dcol, acc, wino, amx, amx_bias, then the partial gradients of slots 1...
+  // Workspace: packed_w, packed_wt, wino_u, wino_ut, amx_bias, amx_w, amx_wt, then per slot
+  // col, dy, dcol, acc, wino, amx, then the partial gradients of slots 1...
   index_t shared_size() const noexcept {
-    return packed_w + packed_wt + wino_u + wino_ut + amx_w + amx_wt;
+    return packed_w + packed_wt + wino_u + wino_ut + amx_bias + amx_w + amx_wt;
   }
-  index_t slot_size() const noexcept { return col + dy + dcol + acc + wino + amx + amx_bias; }
+  index_t slot_size() const noexcept { return col + dy + dcol + acc + wino + amx; }
   index_t size(int slots) const noexcept {
     return shared_size() + slots * slot_size() + (slots - 1) * partial;
   }
@@ -255,10 +255,10 @@ inline Conv2DPlan conv2d_amx_plan(const ConvGeometry& g, index_t filters) {
   const index_t Fp = amx_pad(filters), Cp = amx_pad(C), Kp = amx_pad(K);
   Conv2DPlan a;
   a.partial = filters * (K + 1);
-  a.amx_bias = Fp * 16;
   const bool strided_1x1 = g.kernel_h * g.kernel_w == 1 && g.stride_h * g.stride_w > 1;
   if (conv2d_fits_shifted(g) && C >= amx_block && !strided_1x1) {
     a.algorithm = a.weights = Conv2DAlgorithm::AmxShifted;
+    a.amx_bias = Fp * 16;
     // About 512 product columns per group (16 blocks of the micro-kernel), at most 16 images.
     plan_shifted_layout(g, 512, 16, a);
     const index_t taps = g.kernel_h * g.kernel_w;  // all of them (conv2d_fits_shifted)
@@ -267,8 +267,7 @@ inline Conv2DPlan conv2d_amx_plan(const ConvGeometry& g, index_t filters) {
     a.plane = amx_pad(a.origin + Gp + (a.gap + 1) * a.row + amx_block);
     a.amx_w = Fp * taps * Cp / 2;
     a.amx_wt = Cp * taps * Fp / 2;
-    a.col = 0;  // x goes straight into bf16 (to_pairs, to_rows)
-    a.dy = filters * a.plane;
+    a.col = 0;  // x and dy go straight into bf16 (to_pairs, to_rows)
     a.dcol = std::max(Fp, Cp) * Gp;
     a.acc = taps * Cp * Fp;
     a.amx = conv2d_amx_shifted_slot_floats(C, filters, a.phases, a.plane, a.group * a.image_cols);

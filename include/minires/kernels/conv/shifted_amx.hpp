@@ -5,6 +5,8 @@
 //   pairs   channels interleaved in pairs, [phase][c / 2][plane][c % 2]: a tile of 16 channel
 //           pairs x 16 columns is one 2-D load at any tap's offset (the B operand, K = channels)
 //   rows    [c][phase][plane] (the A operand of the weight gradient, K = columns)
+// dy goes into pairs the same way (one phase: dy_pairs), and the weight gradient's B operand
+// dyᵀ (K = columns) is transposed from dy_pairs in bf16 (amx_transpose_pairs).
 // With Cp, Fp the channels and filters rounded up to 32, taps t of phase p(t) at offset o(t):
 //   forward    out (Fp x cols) = Σ_t w_t (Fp x Cp) · pairs_p(t)[o(t) + n]    then y = out + b
 //   backward   dwt_t (Cp x Fp) += rows_p(t)[o(t) + n] · dyᵀ                  dw = dwtᵀ
@@ -65,13 +67,27 @@ struct PlaneRow {
   }
 };
 
-// Calls emit(c0, p, at, row) for every row of x's planes in to_planes' layout, G channels at a
-// time (c0, c0 + 1, ...), phase p, the row at origin + at of the plane. The caller zeroes the
-// planes before origin and after the group's images.
+// Images that go into planes of to_planes' layout: C channels of H x W at stride (sh, sw),
+// `image` floats apart; x (the convolution's input) or dy (its output gradient, stride 1).
+struct PlaneSource {
+  index_t image = 0, C = 0, H = 0, W = 0, sh = 1, sw = 1;
+  static PlaneSource input(const ConvGeometry& g) noexcept {
+    return {g.in_size(), g.channels, g.height, g.width, g.stride_h, g.stride_w};
+  }
+  static PlaneSource output(const ConvGeometry& g, index_t filters) noexcept {
+    return {filters * g.col_cols(), filters, g.out_h, g.out_w, 1, 1};
+  }
+  index_t phases() const noexcept { return sh * sw; }
+};
+
+// Calls emit(c0, p, at, row) for every row of the planes of images x[0..gn) of src, G channels
+// at a time (c0, c0 + 1, ...), phase p, the row at origin + at of the plane. The caller zeroes
+// the planes before origin and after the group's images.
 template <index_t G, class Emit>
-void for_plane_rows(const float* x, index_t gn, index_t image, index_t C, index_t H, index_t W,
-                    index_t sh, index_t sw, const Conv2DPlan& plan, Emit&& emit) {
+void for_plane_rows(const float* x, index_t gn, const PlaneSource& src, const Conv2DPlan& plan,
+                    Emit&& emit) {
   const index_t Wp = plan.row, block_rows = plan.image_cols / Wp;  // OH + gap rows per image
+  const index_t C = src.C, H = src.H, W = src.W, sh = src.sh, sw = src.sw;
   for (index_t c0 = 0; c0 < C; c0 += G) {
     for (index_t a = 0; a < sh; ++a) {
       const index_t in_rows = (H - a + sh - 1) / sh;
@@ -85,7 +101,7 @@ void for_plane_rows(const float* x, index_t gn, index_t image, index_t C, index_
           for (index_t r = 0; r < block_rows; ++r) {
             for (index_t k = 0; k < G; ++k) {
               row.in[k] = r < in_rows && c0 + k < C
-                              ? x + j * image + (c0 + k) * H * W + (a + r * sh) * W
+                              ? x + j * src.image + (c0 + k) * H * W + (a + r * sh) * W
                               : nullptr;
             }
             emit(c0, a * sw + b, j * plan.image_cols + r * Wp, row);
@@ -100,11 +116,11 @@ inline void zero_bf16(bf16_t* p, index_t n) {
   std::memset(p, 0, sizeof(bf16_t) * static_cast<std::size_t>(n));
 }
 
-// x's planes as the forward's B operand: bf16 channel pairs [phase][Cp / 2][plane][2] (what
-// to_planes then amx_pack_pairs of each phase give), from images x[0..gn).
-inline void to_pairs(const float* x, index_t gn, const ConvGeometry& g, const Conv2DPlan& plan,
+// The planes of images x[0..gn) of src as a B operand (K = channels): bf16 channel pairs
+// [phase][Cp / 2][plane][2] (what to_planes then amx_pack_pairs of each phase give).
+inline void to_pairs(const float* x, index_t gn, const PlaneSource& src, const Conv2DPlan& plan,
                      bf16_t* pairs) {
-  const index_t C = g.channels, Cp = amx_pad(C), PL = plan.plane, ph = plan.phases;
+  const index_t C = src.C, Cp = amx_pad(C), PL = plan.plane, ph = src.phases();
   const index_t used = plan.origin + gn * plan.image_cols, Wp = plan.row;
   for (index_t p = 0; p < ph; ++p) {
     for (index_t i = 0; i < Cp / 2; ++i) {
@@ -117,23 +133,12 @@ inline void to_pairs(const float* x, index_t gn, const ConvGeometry& g, const Co
       }
     }
   }
-  // Interleaves the low 16 (channel c0) and high 16 (c0 + 1) bf16 of a vector.
-  alignas(64) static constexpr std::uint16_t order[32] = {
-      0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
-      8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-  const __m512i idx = _mm512_load_si512(order);
-  for_plane_rows<2>(
-      x, gn, g.in_size(), C, g.height, g.width, g.stride_h, g.stride_w, plan,
-      [&](index_t c0, index_t p, index_t at, const PlaneRow<2>& row) {
-        bf16_t* o = pairs + p * Cp * PL + c0 * PL + 2 * (plan.origin + at);
-        for (index_t q = 0; q < Wp; q += 16) {
-          const __m512i v = _mm512_permutexvar_epi16(
-              idx, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(row.load(1, q), row.load(0, q))));
-          const index_t m = std::min<index_t>(16, Wp - q);
-          _mm512_mask_storeu_epi16(o + 2 * q,
-                                   static_cast<__mmask32>((std::uint64_t(1) << (2 * m)) - 1), v);
-        }
-      });
+  for_plane_rows<2>(x, gn, src, plan,
+                    [&](index_t c0, index_t p, index_t at, const PlaneRow<2>& row) {
+                      bf16_t* o = pairs + p * Cp * PL + c0 * PL + 2 * (plan.origin + at);
+                      for (index_t q = 0; q < Wp; q += 16)
+                        amx_store_pairs(row.load(0, q), row.load(1, q), Wp - q, o + 2 * q);
+                    });
 }
 
 // x's planes as the weight gradient's A operand: bf16 rows [Cp][phase][plane] (to_planes then
@@ -151,7 +156,7 @@ inline void to_rows(const float* x, index_t gn, const ConvGeometry& g, const Con
       zero_bf16(plane, PL);
     }
   }
-  for_plane_rows<1>(x, gn, g.in_size(), C, g.height, g.width, g.stride_h, g.stride_w, plan,
+  for_plane_rows<1>(x, gn, PlaneSource::input(g), plan,
                     [&](index_t c, index_t p, index_t at, const PlaneRow<1>& row) {
                       bf16_t* o = rows + (c * ph + p) * PL + plan.origin + at;
                       for (index_t q = 0; q < Wp; q += 16) {
@@ -204,7 +209,7 @@ inline void conv2d_amx_shifted_forward_group(const float* x, index_t gn, const C
   const index_t C = g.channels, Cp = amx_pad(C), Fp = amx_pad(filters), PL = plan.plane;
   const index_t cols = gn * plan.image_cols, Gp = amx_pad(cols);
   auto* pairs = reinterpret_cast<bf16_t*>(bf);  // [phase][Cp / 2][PL][2]
-  detail::to_pairs(x, gn, g, plan, pairs);
+  detail::to_pairs(x, gn, detail::PlaneSource::input(g), plan, pairs);
   detail::amx_configure();
   const index_t lda = taps.count * Cp, cblocks = Cp / amx_block;
   for (index_t n0 = 0; n0 < Gp; n0 += amx_block) {
@@ -226,22 +231,22 @@ inline void conv2d_amx_shifted_forward_group(const float* x, index_t gn, const C
 }
 
 // Gradients of a group of gn images: dwt (taps * Cp x Fp) += the weight gradient, dx (may be
-// null) += the input gradient; wt: conv2d_amx_shifted_pack(transposed = true); fdy: the slot's
-// fp32 planes of dy (plan.dy floats); out: Cp x Gp floats; bf as the forward.
+// null) += the input gradient; wt: conv2d_amx_shifted_pack(transposed = true); out: Cp x Gp
+// floats; bf as the forward.
 inline void conv2d_amx_shifted_backward_group(const float* x, const float* dy, index_t gn,
                                               const ConvGeometry& g, const bf16_t* wt,
                                               index_t filters, const Conv2DPlan& plan,
                                               const detail::AmxShiftedTaps& taps, float* dx,
-                                              float* dwt, float* fdy, float* out, float* bf) {
+                                              float* dwt, float* out, float* bf) {
   const index_t C = g.channels, Cp = amx_pad(C), Fp = amx_pad(filters), PL = plan.plane;
   const index_t cols = gn * plan.image_cols, Gp = amx_pad(cols), ph = plan.phases;
-  const index_t in_size = g.in_size(), out_size = filters * g.col_cols();
-  detail::to_planes(dy, gn, out_size, filters, g.out_h, g.out_w, 1, 1, plan, fdy);
+  const index_t in_size = g.in_size();
   auto* rows = reinterpret_cast<bf16_t*>(bf);  // [Cp][phase][PL]
   bf16_t* dy_pairs = rows + Cp * ph * PL;      // [Fp / 2][PL][2]
   bf16_t* dyt = dy_pairs + Fp * PL;            // [Gp / 2][Fp][2]
   detail::to_rows(x, gn, g, plan, rows);
-  amx_pack_pairs_t(fdy + plan.origin, PL, Gp, filters, dyt);
+  detail::to_pairs(dy, gn, detail::PlaneSource::output(g, filters), plan, dy_pairs);
+  amx_transpose_pairs(dy_pairs + 2 * plan.origin, PL, Fp, Gp, dyt);
   detail::amx_configure();
   // dwt_t (Cp x Fp) += rows_p(t)[o(t) + n] · dyᵀ, over the columns in steps of 32.
   for (index_t t = 0; t < taps.count; ++t) {
@@ -256,7 +261,6 @@ inline void conv2d_amx_shifted_backward_group(const float* x, const float* dy, i
     }
   }
   if (dx == nullptr) return;
-  amx_pack_pairs(fdy, PL, filters, PL, dy_pairs);
   const index_t fblocks = Fp / amx_block;
   const bf16_t* wp = wt;
   for (index_t p = 0; p < ph; ++p) {
