@@ -271,6 +271,7 @@ if(rc EQUAL 0)
   if(NOT precision STREQUAL "bf16")
     message(FATAL_ERROR "metrics.json records precision ${precision}, expected bf16")
   endif()
+  set(expected_precision bf16)
   message(STATUS "ok: --precision bf16 trained on AMX (test accuracy ${bf16_acc})")
   # evaluate runs it as it was trained (bf16 here).
   run(TRUE "test accuracy" ${FMNIST} evaluate --model-file ${OUT}/bf16/best.mrm --data ${SUBSET_DATA})
@@ -278,9 +279,21 @@ elseif("${out}${err}" MATCHES "--precision bf16: expected a CPU with AMX-BF16")
   if(EXISTS ${OUT}/bf16/metrics.json)
     message(FATAL_ERROR "a refused --precision bf16 run wrote metrics.json")
   endif()
+  set(expected_precision fp32)
   message(STATUS "ok: --precision bf16 refused without AMX")
 else()
   message(FATAL_ERROR "--precision bf16 failed (${rc}) without saying why:\n${out}${err}")
+endif()
+
+# Without --precision the ResNet takes bf16 where AMX is (the run above trained) and fp32 where
+# it is not (the run above was refused), and says which in its first line.
+run(TRUE "model resnet  precision ${expected_precision}  threads" ${FMNIST} train --limit 320
+    --validation 160 --epochs 1 --threads 2 --data ${SUBSET_DATA} --out ${OUT}/default-precision)
+file(READ ${OUT}/default-precision/metrics.json metrics)
+string(JSON precision GET "${metrics}" config precision)
+if(NOT precision STREQUAL expected_precision)
+  message(FATAL_ERROR "the default ResNet run records precision ${precision}, expected "
+                      "${expected_precision}")
 endif()
 
 # A second run into a directory that a run is writing into fails at once.

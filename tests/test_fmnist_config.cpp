@@ -336,3 +336,20 @@ TEST_CASE("fmnist --time-budget: the plan after each epoch") {
   CHECK(replan(1800, 1790, {120, 5}, 10, 19, 1, 1000) == 10);  // never below the epochs done
   CHECK(replan(1800, 1000, {120, 5}, 19, 19, 1, 1000) == 19);  // the last epoch: nothing left
 }
+
+TEST_CASE("precision: bf16 for the resnet where AMX is, fp32 otherwise; a given one wins") {
+  fmnist::Settings s;
+  CHECK(s.resolve(/*amx=*/true).precision == "bf16");
+  CHECK(s.resolve(/*amx=*/false).precision == "fp32");
+  CHECK(s.to_json() == fmnist::json::object());  // the default is not a given setting
+  s.model = "seed";                              // the notebook's fp32 numerics on any CPU
+  CHECK(s.resolve(true).precision == "fp32");
+  s.model = "seed-as-written";
+  CHECK(s.resolve(true).precision == "fp32");
+  s.model = "resnet";
+  s.precision = "fp32";
+  CHECK(s.resolve(true).precision == "fp32");
+  s.model = "seed";
+  s.precision = "bf16";
+  CHECK(s.resolve(false).precision == "bf16");  // apply_precision refuses it without AMX
+}

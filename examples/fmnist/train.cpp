@@ -538,9 +538,10 @@ BudgetPlan plan_budget(double budget, std::chrono::steady_clock::time_point star
 void print_run_header(const Config& cfg, Model<float>& model, const FashionMnistSplit<float>& split,
                       const TrainArgs& args, const Common& common) {
   std::printf(
-      "minires %s  model %s  threads %d  train %lld  validation %lld  test %lld\n", version_string,
-      cfg.model.c_str(), num_threads(), static_cast<long long>(split.train.size()),
-      static_cast<long long>(split.validation.size()), static_cast<long long>(split.test.size()));
+      "minires %s  model %s  precision %s  threads %d  train %lld  validation %lld  test %lld\n",
+      version_string, cfg.model.c_str(), cfg.precision.c_str(), num_threads(),
+      static_cast<long long>(split.train.size()), static_cast<long long>(split.validation.size()),
+      static_cast<long long>(split.test.size()));
   if (common.ranks() > 1) {
     std::printf(
         "data parallel: %d ranks x %d threads, global batch %lld (%lld or %lld per rank), "
@@ -863,7 +864,8 @@ Command add_train_command(CLI::App& program, Common& common) {
       ->check(in_range<double>(0, Limits::max_temperature, /*open_lo=*/true));
   optional_option(train, "--precision", s.precision,
                   "The convolutions' products: fp32, or bf16 (both operands rounded to bfloat16, "
-                  "sums in fp32) on Intel AMX tiles, where the CPU has them (default fp32)")
+                  "sums in fp32) on Intel AMX tiles, where the CPU has them (default: bf16 for "
+                  "the resnet on a CPU with AMX, else fp32)")
       ->check(CLI::IsMember(precision_names()));
   optional_option(train, "--seed", s.seed,
                   "Seed of initialisation, shuffling and augmentation, 0 to 2^64 - 1 (default 1)")
