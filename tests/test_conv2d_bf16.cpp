@@ -87,11 +87,12 @@ TEST_CASE("AMX bf16 products match exact sums of the rounded operands") {
     for (index_t k = 0; k < K; ++k)
       for (index_t n = 0; n < N; ++n) bt[n * K + k] = b[k * N + n];
     std::vector<bf16_t> ap(static_cast<std::size_t>(Mp * Kp)),
-        bp(static_cast<std::size_t>(Kp * Np)), btp(bp.size());
+        bp(static_cast<std::size_t>(Kp * Np)), btp(bp.size()), btpairs(bp.size());
     std::vector<float> c(static_cast<std::size_t>(Mp * Np), 5.0f), ct(c.size(), 1.0f);
     amx_pack_rows(a.data(), K, 1, M, K, ap.data());
     amx_pack_pairs(b.data(), N, K, N, bp.data());
-    amx_pack_pairs_t(bt.data(), K, K, N, btp.data());
+    amx_pack_pairs(bt.data(), K, N, K, btpairs.data());                // bᵀ's pairs
+    amx_transpose_pairs(btpairs.data(), Kp, Np, Kp, btp.data());       // b's, from them
     amx_gemm(ap.data(), bp.data(), Mp, Np, Kp, c.data(), Np, false);   // overwrites the 5s
     amx_gemm(ap.data(), btp.data(), Mp, Np, Kp, ct.data(), Np, true);  // adds to the 1s
     const auto ar = rounded(a), br = rounded(b);

@@ -7,8 +7,8 @@
 // amx_block (32): the packing functions below pad with zeros. Layouts (bf16 = std::uint16_t):
 //   A   row-major, Mp x Kp                                   (amx_pack_rows)
 //   B   "VNNI": pairs of rows interleaved, element (k, n) at B[(k / 2) * 2 Np + 2 n + k % 2]
-//       (amx_pack_pairs from a row-major K x N matrix, amx_pack_pairs_t from its transpose,
-//       amx_transpose_pairs from another B's pairs)
+//       (amx_pack_pairs from a row-major K x N matrix; amx_transpose_pairs from the pairs of
+//       its transpose)
 // The micro-kernel holds a 32 x 32 block of C in four 16 x 16 tiles for the whole K loop, with
 // two tiles of A and two of B (the eight tile registers). Each element of C is one K-ordered
 // sum, so the result does not depend on threads or blocking.
@@ -226,28 +226,6 @@ inline void amx_pack_pairs(const float* b, index_t ldb, index_t K, index_t N, bf
   }
 }
 
-// out (VNNI, Kp/2 x Np x 2 bf16) = the transpose of the N x K row-major matrix b (row stride
-// ldb): element (k, n) = b[n * ldb + k], zero-padded.
-inline void amx_pack_pairs_t(const float* b, index_t ldb, index_t K, index_t N, bf16_t* out) {
-  const index_t Kp = amx_pad(K), Np = amx_pad(N);
-  std::memset(out, 0, sizeof(bf16_t) * Kp * Np);
-  // Row n of b holds column n of the K x N operand: its pairs (k, k + 1) are 32-bit words that
-  // go to out + (k / 2) * 2 Np + 2 n, sixteen at a time.
-  const __m512i word =
-      _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                         _mm512_set1_epi32(static_cast<int>(Np)));
-  auto* words = reinterpret_cast<int*>(out);
-  for (index_t n = 0; n < N; ++n) {
-    const float* r = b + n * ldb;
-    for (index_t k = 0; k < K; k += amx_block) {
-      const __m512 lo = detail::load16(r + k, K - k), hi = detail::load16(r + k + 16, K - k - 16);
-      const __m512i v = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo));
-      // Words (pairs) k/2 ... k/2 + 15 of row n.
-      _mm512_i32scatter_epi32(words + (k / 2) * Np + n, word, v, 4);
-    }
-  }
-}
-
 // out (VNNI, Np/2 x Kp x 2 bf16) = the transpose of columns [0, Np) of the Kp x N matrix whose
 // VNNI pairs are at in (Kp/2 pair rows of ldn pairs, amx_pack_pairs' layout): element (n, k) of
 // out is element (k, n) of in. Np: a multiple of 16; in's rows hold at least Np pairs.
@@ -272,7 +250,7 @@ inline void amx_transpose_pairs(const bf16_t* in, index_t ldn, index_t Kp, index
 }
 
 // C (Mp x Np fp32, row stride ldc) = (accumulate ? C : 0) + A · B, A packed by amx_pack_rows
-// (Mp x Kp), B by amx_pack_pairs or amx_pack_pairs_t (Kp x Np).
+// (Mp x Kp), B by amx_pack_pairs or amx_transpose_pairs (Kp x Np).
 inline void amx_gemm(const bf16_t* A, const bf16_t* B, index_t Mp, index_t Np, index_t Kp, float* C,
                      index_t ldc, bool accumulate) {
   detail::amx_configure();

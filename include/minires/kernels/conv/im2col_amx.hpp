@@ -74,10 +74,10 @@ inline void conv2d_amx_backward_group(const float* x, const float* dy, index_t g
   auto* dyv = reinterpret_cast<bf16_t*>(bf + amx_floats(K, cols));  // Fp x Gp, pairs
   bf16_t* dyt = dyv + 2 * amx_floats(filters, cols);                // Gp x Fp, pairs
   amx_pack_rows(col, cols, 1, K, cols, acol);
-  amx_pack_pairs_t(dyg, cols, cols, filters, dyt);
+  amx_pack_pairs(dyg, cols, filters, cols, dyv);
+  amx_transpose_pairs(dyv, Gp, Fp, Gp, dyt);
   amx_gemm(acol, dyt, Kp, Fp, Gp, dwt, Fp, true);
   if (dx == nullptr) return;
-  amx_pack_pairs(dyg, cols, filters, cols, dyv);
   amx_gemm(wtb, dyv, Kp, Gp, Fp, out, Gp, false);
   for (index_t j = 0; j < gn; ++j) col2im(out + j * P, g, dx + j * in_size, Gp);
 }
