@@ -15,6 +15,7 @@
 #include <minires/layers/batch_norm.hpp>
 #include <minires/layers/conv2d.hpp>
 
+#include <utility>
 #include <vector>
 
 using namespace minires;
@@ -134,13 +135,13 @@ BENCHMARK(BM_Conv2DBackwardNaive)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
-// BatchNorm over a 128x64x14x14 activation; argument: threads.
+// BatchNorm over a 128xCxHWxHW activation (the ResNet's shapes); arguments: C, HW, threads.
 struct BatchNormFixture {
   BatchNorm<float> bn;
   Tensor<float> x, y, dy, dx;
 
-  BatchNormFixture() {
-    const Shape in{batch, 64, 14, 14};
+  BatchNormFixture(index_t channels, index_t hw) {
+    const Shape in{batch, channels, hw, hw};
     bn.setup(Span<const Shape>(&in, 1));
     Rng rng(2);
     bn.init(rng);
@@ -155,8 +156,8 @@ struct BatchNormFixture {
 };
 
 void BM_BatchNormForwardTrain(benchmark::State& state) {
-  set_num_threads(static_cast<int>(state.range(0)));
-  BatchNormFixture f;
+  set_num_threads(static_cast<int>(state.range(2)));
+  BatchNormFixture f(state.range(0), state.range(1));
   const Tensor<float>* xs[] = {&f.x};
   for (auto _ : state) {
     f.bn.forward(Span<const Tensor<float>* const>(xs), f.y, Mode::Train);
@@ -167,8 +168,8 @@ void BM_BatchNormForwardTrain(benchmark::State& state) {
 }
 
 void BM_BatchNormBackward(benchmark::State& state) {
-  set_num_threads(static_cast<int>(state.range(0)));
-  BatchNormFixture f;
+  set_num_threads(static_cast<int>(state.range(2)));
+  BatchNormFixture f(state.range(0), state.range(1));
   const Tensor<float>* xs[] = {&f.x};
   Tensor<float>* dxs[] = {&f.dx};
   f.bn.forward(Span<const Tensor<float>* const>(xs), f.y, Mode::Train);
@@ -180,7 +181,13 @@ void BM_BatchNormBackward(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * 4 * f.bytes());
 }
 
-BENCHMARK(BM_BatchNormForwardTrain)->ArgNames({"threads"})->Arg(1)->Arg(2)->UseRealTime();
-BENCHMARK(BM_BatchNormBackward)->ArgNames({"threads"})->Arg(1)->Arg(2)->UseRealTime();
+void batch_norm_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"C", "HW", "threads"});
+  for (const auto& s : {std::pair<int64_t, int64_t>{32, 28}, {32, 14}, {64, 7}, {128, 4}})
+    for (int64_t threads : {1, 2}) b->Args({s.first, s.second, threads});
+}
+
+BENCHMARK(BM_BatchNormForwardTrain)->Apply(batch_norm_args)->UseRealTime();
+BENCHMARK(BM_BatchNormBackward)->Apply(batch_norm_args)->UseRealTime();
 
 }  // namespace

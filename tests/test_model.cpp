@@ -201,6 +201,38 @@ TEST_CASE("gradient check of a whole residual graph with a node that has two con
   }
 }
 
+TEST_CASE("a second backward adds to the parameter gradients, not to the activation gradients") {
+  // backward() zeroes each activation gradient before its first writer, so calling it twice
+  // after one zero_grad() doubles every parameter gradient (gradient accumulation), including
+  // those below the node with two consumers.
+  Model<double> m;
+  Node x = m.add_input(Shape{2, 5, 5});
+  Node r = m.add(Conv2D<double>(3, 3, Conv2DOptions().same()), x, "first");
+  r = m.add(ReLU<double>(), r);
+  Node c = m.add(Conv2D<double>(3, 1), r);
+  Node a = m.add(Add<double>(), {r, c});
+  a = m.add(Flatten<double>(), a);
+  m.add(Dense<double>(4), a);
+  m.init(7);
+  Rng rng(10);
+  const auto in = test::random_tensor<double>(rng, Shape{3, 2, 5, 5});
+  const auto proj = test::random_tensor<double>(rng, Shape{3, 4});
+  m.zero_grad();
+  m.forward(in, Mode::Train);
+  m.output_grad().copy_from(proj);
+  m.backward();
+  std::vector<Tensor<double>> once;
+  for (auto& p : m.params()) once.push_back(p.grad->clone());
+  m.backward();
+  const auto params = m.params();
+  REQUIRE(params.size() == once.size());
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    INFO(params[i].name);
+    for (index_t j = 0; j < once[i].size(); ++j)
+      CHECK((*params[i].grad)[j] == Approx(2 * once[i][j]).epsilon(1e-12).margin(1e-15));
+  }
+}
+
 TEST_CASE("memory is planned once: later steps reuse every buffer") {
   auto m = seed_resnet<float>();
   m.init(2);

@@ -10,7 +10,8 @@
 // Shapes are inferred while building and a mismatch throws ShapeError naming the layers and
 // shapes. Nodes are stored in the order they were added, which is a topological order: forward
 // runs it front to back, backward back to front, and a node that feeds several consumers
-// receives the sum of their gradients (layers accumulate into dx).
+// receives the sum of their gradients (layers accumulate into dx, which backward() zeroes just
+// before the first of them).
 //
 // Memory is planned once per batch size: plan(n) sizes every activation and layer scratch
 // buffer for batches of up to n samples; later steps with n or fewer samples allocate nothing.
@@ -209,6 +210,7 @@ class Model {
         n.dx_ptrs.push_back(id == input_ ? nullptr : &nodes_[static_cast<std::size_t>(id)].dy);
       }
     }
+    plan_gradient_zeroing();
     resize_buffers(batch);
     param_cache_ = params();
     planned_batch_ = batch;
@@ -249,14 +251,18 @@ class Model {
     return output_node().y;
   }
 
-  // Zeroes every activation gradient and every parameter gradient (once per step: layers and
-  // the loss accumulate into them). Activation gradients are zeroed over their whole capacity,
-  // not just the current batch: zero_grad() runs before forward() sets the step's batch size,
-  // and a smaller batch in between (a last partial batch, a validation pass) must not leave
-  // the next full batch with a previous step's gradients.
+  // Zeroes every parameter gradient and the output's gradient (once per step: layers and the
+  // loss accumulate into them). The other activation gradients are zeroed by backward(), each
+  // just before the first layer that writes it, while it is about to be used (a fill of the
+  // whole graph's gradients up front cost a pass over memory that no cache kept). The ones
+  // zeroed here are zeroed over their whole capacity, not just the current batch: zero_grad()
+  // runs before forward() sets the step's batch size, and a smaller batch in between (a last
+  // partial batch, a validation pass) must not leave the next full batch with a previous
+  // step's gradients.
   void zero_grad() {
     need_gradients();
-    for (auto& n : nodes_) kernels::fill(n.dy.data(), n.dy.capacity(), T(0));
+    for (auto& n : nodes_)
+      if (!n.zeroed_in_backward) kernels::fill(n.dy.data(), n.dy.capacity(), T(0));
     for (auto& p : param_cache_) kernels::fill(p.grad->data(), p.grad->size(), T(0));
   }
 
@@ -273,7 +279,9 @@ class Model {
     backward();
   }
 
-  // Back-propagates output_grad() through the graph into every parameter gradient.
+  // Back-propagates output_grad() through the graph into every parameter gradient. The
+  // activation gradients below the output start from zero in every call: only the parameter
+  // gradients accumulate over calls.
   void backward() {
     if (folded_forward_) {
       throw Error(
@@ -286,6 +294,7 @@ class Model {
       NodeData& n = *it;
       if (!n.layer || n.fused_into >= 0) continue;
       const auto t0 = profiling_ ? Clock::now() : Clock::time_point();
+      for (Tensor<T>* g : n.zero_first) kernels::fill(g->data(), g->size(), T(0));
       n.layer->backward(Span<const Tensor<T>* const>(n.x_ptrs.data(), n.x_ptrs.size()), n.y, n.dy,
                         Span<Tensor<T>* const>(n.dx_ptrs.data(), n.dx_ptrs.size()));
       if (profiling_) {
@@ -415,6 +424,8 @@ class Model {
     Tensor<T> y, dy;     // activation and its gradient, planned for the largest batch
     std::vector<const Tensor<T>*> x_ptrs;
     std::vector<Tensor<T>*> dx_ptrs;       // null where no gradient is needed (the model input)
+    std::vector<Tensor<T>*> zero_first;    // gradients this backward writes first: zeroed before
+    bool zeroed_in_backward = false;       // dy is zeroed by a zero_first (else by zero_grad)
     double forward_s = 0, backward_s = 0;  // profiling totals
     long forward_calls = 0, backward_calls = 0;
     int fused_into = -1;  // a ReLU run by this node's layer (see set_fusion)
@@ -475,6 +486,24 @@ class Model {
   int resolve(int id) const {
     const int f = nodes_[static_cast<std::size_t>(id)].fused_into;
     return f >= 0 ? f : id;
+  }
+
+  // Which backward zeroes each activation gradient: the first, in backward order, of the layers
+  // that write it. The output's gradient (the loss writes it first) and gradients no layer
+  // writes stay with zero_grad().
+  void plan_gradient_zeroing() {
+    for (auto& n : nodes_) n.zero_first.clear(), n.zeroed_in_backward = false;
+    for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
+      if (!it->layer || it->fused_into >= 0) continue;
+      for (Tensor<T>* g : it->dx_ptrs) {
+        if (g == nullptr || g == &output_node().dy) continue;
+        NodeData& target = *std::find_if(nodes_.begin(), nodes_.end(),
+                                         [&](const NodeData& m) { return &m.dy == g; });
+        if (target.zeroed_in_backward) continue;
+        target.zeroed_in_backward = true;
+        it->zero_first.push_back(g);
+      }
+    }
   }
 
   // Marks each ReLU that runs inside its input's layer (graph/fusion.hpp).
