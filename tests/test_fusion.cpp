@@ -2,13 +2,16 @@
 // bit (forward, backward, training and inference), pass the gradient check, and Model fuses
 // exactly the ReLUs that are the only consumer of a BatchNorm or Add, with training steps
 // bit-identical to the unfused model. Inference folding: a BatchNorm folded into the
-// convolution before it gives the unfolded graph's outputs up to rounding.
+// convolution before it gives the unfolded graph's outputs up to rounding. Gradient
+// overwriting: BatchNorm and Add told to write an input's gradient give, bit for bit, what they
+// add into a zeroed one, and Model lets the first writer of each gradient write it.
 #include <catch2/catch.hpp>
 
 #include <minires/minires.hpp>
 #include <minires/models/fashion_mnist.hpp>
 
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "gradcheck_summary.hpp"
@@ -85,6 +88,41 @@ void check_fused_equals_separate(L& separate, L& fused, const std::vector<Shape>
   }
 }
 
+// The layer's backward writing the input gradients marked in `writes` (set_gradient_overwrite;
+// those buffers start as NaN, which must not leak through) against the same backward adding
+// into zeroed buffers; the others start equal and are added to. Bit for bit.
+template <class L>
+void check_overwrite_equals_zeroed(L& layer, const std::vector<Shape>& shapes, Mode mode,
+                                   const std::vector<bool>& writes, Rng& rng) {
+  using T = float;
+  std::vector<Tensor<T>> xs;
+  for (const auto& s : shapes) xs.push_back(random_tensor<T>(rng, s));
+  std::vector<const Tensor<T>*> xp;
+  for (auto& x : xs) xp.push_back(&x);
+  layer.setup(Span<const Shape>(shapes.data(), shapes.size()));
+  const Shape out = layer.output_shape(Span<const Shape>(shapes.data(), shapes.size()));
+  Tensor<T> y(out);
+  layer.forward(inputs<T>(xp), y, mode);
+  const auto dy = random_tensor<T>(rng, out);
+  std::vector<Tensor<T>> added, written;
+  for (std::size_t i = 0; i < shapes.size(); ++i) {
+    added.push_back(writes[i] ? Tensor<T>(shapes[i]) : random_tensor<T>(rng, shapes[i]));
+    written.push_back(added.back().clone());
+    if (writes[i]) written.back().fill(std::numeric_limits<T>::quiet_NaN());
+  }
+  std::vector<Tensor<T>*> ga, gw;
+  for (std::size_t i = 0; i < shapes.size(); ++i)
+    ga.push_back(&added[i]), gw.push_back(&written[i]);
+  layer.set_gradient_overwrite({});
+  layer.backward(inputs<T>(xp), y, dy, grads<T>(ga));
+  layer.set_gradient_overwrite(writes);
+  layer.backward(inputs<T>(xp), y, dy, grads<T>(gw));
+  for (std::size_t i = 0; i < shapes.size(); ++i) {
+    INFO("input " << i << (writes[i] ? " written" : " added to"));
+    CHECK(same_bits(added[i], written[i]));
+  }
+}
+
 // A few training steps of a model; returns the logits of every step and the final parameters.
 template <class T>
 std::vector<Tensor<T>> train_steps(Model<T>& m, const Shape& in, index_t classes, int steps) {
@@ -151,11 +189,80 @@ TEST_CASE("fused BatchNorm+ReLU and Add+ReLU pass the gradient check") {
   test::require_gradients(add, {Shape{2, 3, 4, 4}, Shape{2, 3, 4, 4}}, rng, "fused relu");
 }
 
+TEST_CASE("BatchNorm and Add write their input gradients when told to, as added to zeros") {
+  Rng rng(4);
+  for (const Shape& s : {Shape{6, 5, 7, 7}, Shape{3, 4, 33, 20}, Shape{9, 13}}) {
+    for (bool relu : {false, true}) {
+      for (Mode mode : {Mode::Train, Mode::Infer}) {
+        INFO(s.str() << (relu ? " fused relu" : "") << (mode == Mode::Train ? " train" : " infer"));
+        BatchNorm<float> bn;
+        bn.set_fused_relu(relu);
+        CHECK(bn.can_overwrite_gradients());
+        check_overwrite_equals_zeroed(bn, {s}, mode, {true}, rng);
+      }
+    }
+  }
+  for (bool relu : {false, true}) {
+    for (const std::vector<bool>& writes :
+         {std::vector<bool>{true, false}, std::vector<bool>{false, true},
+          std::vector<bool>{true, true, false}}) {
+      INFO((relu ? "fused relu, " : "") << writes.size() << " inputs");
+      Add<float> add;
+      add.set_fused_relu(relu);
+      CHECK(add.can_overwrite_gradients());
+      const Shape s{3, 4, 9, 9};
+      check_overwrite_equals_zeroed(add, std::vector<Shape>(writes.size(), s), Mode::Train, writes,
+                                    rng);
+    }
+  }
+}
+
+TEST_CASE("Model: the first writer of each gradient writes it, also with repeated inputs") {
+  // Add({r, r}) takes the same node twice (the buffer is zeroed, not written, then both add),
+  // r also feeds the 1x1 convolution (which adds after the Add wrote), and the BatchNorms write
+  // their convolutions' gradients: the whole graph passes the gradient check.
+  Model<double> m;
+  Node x = m.add_input(Shape{2, 4, 4});
+  Node r = m.add(Conv2D<double>(3, 3, Conv2DOptions().same()), x);
+  r = m.add(BatchNorm<double>(), r);
+  r = m.add(ReLU<double>(), r);
+  Node c = m.add(Conv2D<double>(3, 1), r);
+  c = m.add(BatchNorm<double>(), c);
+  Node twice = m.add(Add<double>(), {r, r});
+  Node a = m.add(Add<double>(), {twice, c});
+  a = m.add(ReLU<double>(), a);
+  a = m.add(Flatten<double>(), a);
+  m.add(Dense<double>(3), a);
+  m.init(8);
+  Rng rng(12);
+  const auto in = random_tensor<double>(rng, Shape{3, 2, 4, 4});
+  const auto proj = random_tensor<double>(rng, Shape{3, 3});
+  auto loss = [&] {
+    const auto& y = m.forward(in, Mode::Train);
+    return testing::compensated_dot(y.data(), proj.data(), y.size());
+  };
+  loss();
+  m.zero_grad();
+  m.output_grad().copy_from(proj);
+  m.backward();
+  for (auto& p : m.params()) {
+    Tensor<double> analytic = p.grad->clone();
+    const auto result =
+        testing::check_gradient(loss, p.value->data(), p.value->size(), analytic.data(),
+                                testing::GradCheckOptions{1e-6, 1e-5, 1e-7, 0});
+    INFO(p.name << ": " << result.report());
+    CHECK(result.ok());
+  }
+}
+
 TEST_CASE("layers without fusion refuse it") {
   Conv2D<float> conv(4, 3);
   CHECK_FALSE(conv.can_fuse_relu());
   CHECK_NOTHROW(conv.set_fused_relu(false));
   CHECK_THROWS_AS(conv.set_fused_relu(true), ValueError);
+  CHECK_FALSE(conv.can_overwrite_gradients());
+  CHECK_NOTHROW(conv.set_gradient_overwrite({false}));
+  CHECK_THROWS_AS(conv.set_gradient_overwrite({true}), ValueError);
 }
 
 TEST_CASE("Model fuses each ReLU that is the only consumer of a BatchNorm or Add") {

@@ -10,8 +10,8 @@
 // Shapes are inferred while building and a mismatch throws ShapeError naming the layers and
 // shapes. Nodes are stored in the order they were added, which is a topological order: forward
 // runs it front to back, backward back to front, and a node that feeds several consumers
-// receives the sum of their gradients (layers accumulate into dx, which backward() zeroes just
-// before the first of them).
+// receives the sum of their gradients (the first layer to write a gradient in backward() writes
+// it or finds it zeroed, the others add to it).
 //
 // Memory is planned once per batch size: plan(n) sizes every activation and layer scratch
 // buffer for batches of up to n samples; later steps with n or fewer samples allocate nothing.
@@ -252,9 +252,10 @@ class Model {
   }
 
   // Zeroes every parameter gradient and the output's gradient (once per step: layers and the
-  // loss accumulate into them). The other activation gradients are zeroed by backward(), each
-  // just before the first layer that writes it, while it is about to be used (a fill of the
-  // whole graph's gradients up front cost a pass over memory that no cache kept). The ones
+  // loss accumulate into them). The other activation gradients start in backward(): the first
+  // layer that writes each one writes it outright where it can, else it is zeroed just before
+  // that layer (a fill of the whole graph's gradients up front cost a pass over memory that no
+  // cache kept, and every layer then read it back). The ones
   // zeroed here are zeroed over their whole capacity, not just the current batch: zero_grad()
   // runs before forward() sets the step's batch size, and a smaller batch in between (a last
   // partial batch, a validation pass) must not leave the next full batch with a previous
@@ -488,21 +489,31 @@ class Model {
     return f >= 0 ? f : id;
   }
 
-  // Which backward zeroes each activation gradient: the first, in backward order, of the layers
-  // that write it. The output's gradient (the loss writes it first) and gradients no layer
-  // writes stay with zero_grad().
+  // Which backward starts each activation gradient: the first, in backward order, of the
+  // layers that write it. That layer writes it outright where it can
+  // (Layer::can_overwrite_gradients, and the buffer is not among its inputs twice); else the
+  // buffer is zeroed just before it. The output's gradient (the loss writes it first) and
+  // gradients no layer writes stay with zero_grad().
   void plan_gradient_zeroing() {
     for (auto& n : nodes_) n.zero_first.clear(), n.zeroed_in_backward = false;
     for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
       if (!it->layer || it->fused_into >= 0) continue;
-      for (Tensor<T>* g : it->dx_ptrs) {
+      const bool can_write = it->layer->can_overwrite_gradients();
+      std::vector<bool> writes(it->dx_ptrs.size(), false);
+      for (std::size_t i = 0; i < it->dx_ptrs.size(); ++i) {
+        Tensor<T>* g = it->dx_ptrs[i];
         if (g == nullptr || g == &output_node().dy) continue;
         NodeData& target = *std::find_if(nodes_.begin(), nodes_.end(),
                                          [&](const NodeData& m) { return &m.dy == g; });
         if (target.zeroed_in_backward) continue;
         target.zeroed_in_backward = true;
-        it->zero_first.push_back(g);
+        if (can_write && std::count(it->dx_ptrs.begin(), it->dx_ptrs.end(), g) == 1) {
+          writes[i] = true;
+        } else {
+          it->zero_first.push_back(g);
+        }
       }
+      if (can_write) it->layer->set_gradient_overwrite(writes);
     }
   }
 

@@ -252,10 +252,11 @@ void channel_grad_sums(const T* x, const T* dy, const T* z, bool relu, const Bat
       sum_dy, sum_dy_xc);
 }
 
-// dx += a·g + b·(x − mu_t) + k over channel c (g as in channel_grad_sums).
+// dx += a·g + b·(x − mu_t) + k over channel c (g as in channel_grad_sums); dx = ... when not
+// accumulate.
 template <class T>
 void channel_grad_apply(const T* x, const T* dy, const T* z, bool relu, const BatchNormDims& d,
-                        index_t c, T mu_t, double a, double b, double k, T* dx) {
+                        index_t c, T mu_t, double a, double b, double k, T* dx, bool accumulate) {
   using B = xsimd::batch<T>;
   const T at = static_cast<T>(a), bt = static_cast<T>(b), kt = static_cast<T>(k);
   const B a_v(at), b_v(bt), k_v(kt), mu_v(mu_t);
@@ -265,9 +266,12 @@ void channel_grad_apply(const T* x, const T* dy, const T* z, bool relu, const Ba
         [&](index_t i) {
           const B g = masked_grad_batch(dy, z, relu, i);
           const B v = a_v * g + b_v * (B::load_unaligned(x + i) - mu_v) + k_v;
-          (B::load_unaligned(dx + i) + v).store_unaligned(dx + i);
+          (accumulate ? B::load_unaligned(dx + i) + v : v).store_unaligned(dx + i);
         },
-        [&](index_t i) { dx[i] += at * masked_grad(dy, z, relu, i) + bt * (x[i] - mu_t) + kt; });
+        [&](index_t i) {
+          const T v = at * masked_grad(dy, z, relu, i) + bt * (x[i] - mu_t) + kt;
+          dx[i] = accumulate ? dx[i] + v : v;
+        });
   });
 }
 
@@ -317,11 +321,13 @@ void batch_norm_update_moving(const double* batch, index_t channels, double mome
 
 // Backward with the mean/rstd the forward used. batch_statistics: the forward normalised with
 // statistics of this batch (training) rather than constants (inference). Accumulates into dgamma,
-// dbeta and dx (dx may be null). z: the fused ReLU's output when relu (else unused, may be null).
+// dbeta and dx (dx may be null; accumulate_dx false: writes dx). z: the fused ReLU's output
+// when relu (else unused, may be null).
 template <class T>
 void batch_norm_backward(const T* x, const T* dy, const BatchNormDims& d, const T* gamma,
                          const double* mean, const double* rstd, bool batch_statistics, T* dx,
-                         T* dgamma, T* dbeta, const T* z = nullptr, bool relu = false) {
+                         T* dgamma, T* dbeta, const T* z = nullptr, bool relu = false,
+                         bool accumulate_dx = true) {
   const double m = static_cast<double>(d.count());
   detail::for_channels(d, [&](index_t c) {
     const T mu_t = static_cast<T>(mean[c]);
@@ -338,7 +344,7 @@ void batch_norm_backward(const T* x, const T* dy, const BatchNormDims& d, const 
     const double a = static_cast<double>(gamma[c]) * r;
     const double b = batch_statistics ? -a * r * sum_dy_xhat / m : 0.0;
     const double k = batch_statistics ? -a * sum_dy / m + b * (mu_t - mean[c]) : 0.0;
-    detail::channel_grad_apply(x, dy, z, relu, d, c, mu_t, a, b, k, dx);
+    detail::channel_grad_apply(x, dy, z, relu, d, c, mu_t, a, b, k, dx, accumulate_dx);
   });
 }
 
@@ -378,11 +384,13 @@ double batch_norm_forward_train_group(const T* x, const BatchNormDims& d, const 
 
 // Backward of batch_norm_forward_train_group (m: what it returned): dgamma and dbeta get this
 // process's sums only (the gradients are summed over the group afterwards, with the others);
-// dx uses the group's. sums: 2 * channels doubles.
+// dx uses the group's (added into dx, or written when not accumulate_dx). sums: 2 * channels
+// doubles.
 template <class T, class Reduce>
 void batch_norm_backward_group(const T* x, const T* dy, const BatchNormDims& d, const T* gamma,
                                const double* mean, const double* rstd, double m, T* dx, T* dgamma,
-                               T* dbeta, const T* z, bool relu, double* sums, Reduce&& reduce) {
+                               T* dbeta, const T* z, bool relu, double* sums, Reduce&& reduce,
+                               bool accumulate_dx = true) {
   const index_t C = d.channels;
   detail::for_channels(d, [&](index_t c) {
     const T mu_t = static_cast<T>(mean[c]);
@@ -402,7 +410,7 @@ void batch_norm_backward_group(const T* x, const T* dy, const BatchNormDims& d, 
     const double a = static_cast<double>(gamma[c]) * r;
     const double b = -a * r * sum_dy_xhat / m;
     const double k = -a * sum_dy / m + b * (mu_t - mean[c]);
-    detail::channel_grad_apply(x, dy, z, relu, d, c, mu_t, a, b, k, dx);
+    detail::channel_grad_apply(x, dy, z, relu, d, c, mu_t, a, b, k, dx, accumulate_dx);
   });
 }
 

@@ -65,9 +65,10 @@ void relu_forward(const T* x, T* y, index_t n) {
   });
 }
 
-// dx += dy * [x > 0]   (the gradient is 0 at x == 0, as in TensorFlow and PyTorch)
+// dx += dy * [x > 0]   (the gradient is 0 at x == 0, as in TensorFlow and PyTorch);
+// accumulate false: dx = dy * [x > 0] (dx is only written)
 template <class T>
-void relu_backward(const T* x, const T* dy, T* dx, index_t n) {
+void relu_backward(const T* x, const T* dy, T* dx, index_t n, bool accumulate = true) {
   using B = xsimd::batch<T>;
   detail::for_blocks(n, [&](index_t begin, index_t end) {
     const B zero(T(0));
@@ -76,10 +77,20 @@ void relu_backward(const T* x, const T* dy, T* dx, index_t n) {
         [&](index_t i) {
           const B g =
               xsimd::select(B::load_unaligned(x + i) > zero, B::load_unaligned(dy + i), zero);
-          (B::load_unaligned(dx + i) + g).store_unaligned(dx + i);
+          (accumulate ? B::load_unaligned(dx + i) + g : g).store_unaligned(dx + i);
         },
-        [&](index_t i) { dx[i] += x[i] > T(0) ? dy[i] : T(0); });
+        [&](index_t i) {
+          const T g = x[i] > T(0) ? dy[i] : T(0);
+          dx[i] = accumulate ? dx[i] + g : g;
+        });
   });
+}
+
+// y = x
+template <class T>
+void copy(const T* x, T* y, index_t n) {
+  detail::for_blocks(n,
+                     [&](index_t begin, index_t end) { std::copy(x + begin, x + end, y + begin); });
 }
 
 // y = a + b   (y may alias a or b)

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "minires/kernels/elementwise.hpp"
 #include "minires/layers/checks.hpp"
@@ -32,6 +33,11 @@ class Add final : public Layer<T> {
   void set_fused_relu(bool on) override { fused_relu_ = on; }
   bool fused_relu() const override { return fused_relu_; }
 
+  bool can_overwrite_gradients() const override { return true; }
+  void set_gradient_overwrite(const std::vector<bool>& first_writer) override {
+    overwrite_ = first_writer;
+  }
+
   // y = x_0 + x_1 + ... + x_{k-1}   (summed left to right; then max(y, 0) with a fused ReLU)
   void forward(Span<const Tensor<T>* const> x, Tensor<T>& y, Mode /*mode*/) override {
     check_inputs(x);
@@ -49,7 +55,8 @@ class Add final : public Layer<T> {
   }
 
   // dx_i += dy for every input i whose gradient is wanted (dx[i] != nullptr);
-  // with a fused ReLU (y its output, dy its gradient): dx_i += dy·[y > 0]
+  // with a fused ReLU (y its output, dy its gradient): dx_i += dy·[y > 0].
+  // Inputs set by set_gradient_overwrite: dx_i = dy (or dy·[y > 0]).
   void backward(Span<const Tensor<T>* const> x, const Tensor<T>& y, const Tensor<T>& dy,
                 Span<Tensor<T>* const> dx) override {
     check_inputs(x);
@@ -65,16 +72,20 @@ class Add final : public Layer<T> {
         expect_shape(("input gradient " + std::to_string(i)).c_str(), x[0]->shape(),
                      dx[i]->shape());
       }
+      const bool accumulate = i >= overwrite_.size() || !overwrite_[i];
       if (fused_relu_) {
-        kernels::relu_backward(y.data(), dy.data(), dx[i]->data(), dy.size());
-      } else {
+        kernels::relu_backward(y.data(), dy.data(), dx[i]->data(), dy.size(), accumulate);
+      } else if (accumulate) {
         kernels::add(dx[i]->data(), dy.data(), dx[i]->data(), dy.size());
+      } else {
+        kernels::copy(dy.data(), dx[i]->data(), dy.size());
       }
     }
   }
 
  private:
   bool fused_relu_ = false;
+  std::vector<bool> overwrite_;  // per input: backward writes dx[i] (set_gradient_overwrite)
 
   void expect_arity(std::size_t n) const {
     if (n < 2) {

@@ -146,6 +146,11 @@ class BatchNorm : public UnaryLayer<T> {
   void set_fused_relu(bool on) override { fused_relu_ = on; }
   bool fused_relu() const override { return fused_relu_; }
 
+  bool can_overwrite_gradients() const override { return true; }
+  void set_gradient_overwrite(const std::vector<bool>& first_writer) override {
+    overwrite_dx_ = !first_writer.empty() && first_writer[0];
+  }
+
   // Mode::Infer is y = x·scale + shift per channel: scale = γ/sqrt(moving_variance + ε),
   // shift = β − moving_mean·scale (in double, rounded once).
   bool is_inference_affine() const override { return true; }
@@ -195,7 +200,8 @@ class BatchNorm : public UnaryLayer<T> {
   //   after Train:  dx += (γ·rstd/m)·(m·dy − Σdy − x̂·Σ(dy·x̂))   (through the batch statistics)
   //   after Infer:  dx += γ·rstd·dy                               (statistics are constants)
   // The moving statistics get no gradient. With a fused ReLU, y is the ReLU's output and dy its
-  // gradient: the BatchNorm's own output gradient is dy·[y > 0].
+  // gradient: the BatchNorm's own output gradient is dy·[y > 0]. After set_gradient_overwrite
+  // ({true}), dx is written (=) instead.
   void backward(Span<const Tensor<T>* const> x, const Tensor<T>& y, const Tensor<T>& dy,
                 Span<Tensor<T>* const> dx) override {
     Tensor<T>* dx0 = this->backward_grad(x, y, dy, dx);
@@ -209,13 +215,13 @@ class BatchNorm : public UnaryLayer<T> {
       kernels::batch_norm_backward_group(
           in.data(), dy.data(), dims(in.shape()), gamma.data(), mean_.data(), rstd_.data(),
           group_count_, dx0 != nullptr ? dx0->data() : nullptr, dgamma.data(), dbeta.data(),
-          y.data(), fused_relu_, group_sums_.data(), group_reduce());
+          y.data(), fused_relu_, group_sums_.data(), group_reduce(), !overwrite_dx_);
       return;
     }
     kernels::batch_norm_backward(in.data(), dy.data(), dims(in.shape()), gamma.data(), mean_.data(),
                                  rstd_.data(), last_mode_ == Mode::Train,
                                  dx0 != nullptr ? dx0->data() : nullptr, dgamma.data(),
-                                 dbeta.data(), y.data(), fused_relu_);
+                                 dbeta.data(), y.data(), fused_relu_, !overwrite_dx_);
   }
 
   std::vector<ParamRef<T>> params() override {
@@ -247,6 +253,7 @@ class BatchNorm : public UnaryLayer<T> {
   Tensor<double> group_sums_;         // the group's sums, 2C + 1
   double group_count_ = 0;            // values per channel in the group's batch
   bool fused_relu_ = false;
+  bool overwrite_dx_ = false;  // backward writes dx (set_gradient_overwrite)
   bool averaging_ = false;
   index_t averaged_ = 0;  // batches averaged since set_averaging
   Mode last_mode_ = Mode::Train;

@@ -81,6 +81,18 @@ class Layer {
   // True for the ReLU layer: what Model fuses into a layer that can_fuse_relu().
   virtual bool is_relu() const { return false; }
 
+  // Input-gradient overwriting, used by Model. backward() adds into dx (accumulates), the
+  // default; a layer that can also write dx outright says so, and Model then tells it, per
+  // input, whether its backward is the first to write that input's gradient. Where it is,
+  // backward writes every element of dx[i] and reads none, and Model does not zero the buffer
+  // first: a pass over memory less, and a read of dx less. Set at plan time; an empty or
+  // all-false mask restores accumulation.
+  virtual bool can_overwrite_gradients() const { return false; }
+  virtual void set_gradient_overwrite(const std::vector<bool>& first_writer) {
+    for (bool first : first_writer)
+      if (first) throw ValueError(std::string(type()) + ": cannot overwrite its input gradients");
+  }
+
   // Inference folding, used by Model (Model::set_folding). A layer whose Mode::Infer forward is
   // a per-channel affine map of its single input, y = x·scale[c] + shift[c] over axis 1 (then
   // its fused ReLU, if on), says so (BatchNorm with its moving statistics) and writes the map;
