@@ -202,9 +202,9 @@ TEST_CASE("gradient check of a whole residual graph with a node that has two con
 }
 
 TEST_CASE("a second backward adds to the parameter gradients, not to the activation gradients") {
-  // backward() zeroes each activation gradient before its first writer, so calling it twice
-  // after one zero_grad() doubles every parameter gradient (gradient accumulation), including
-  // those below the node with two consumers.
+  // backward() starts each activation gradient afresh at its first writer, so calling it twice
+  // with the same output gradient after one zero_grad() doubles every parameter gradient,
+  // including those below the node with two consumers.
   Model<double> m;
   Node x = m.add_input(Shape{2, 5, 5});
   Node r = m.add(Conv2D<double>(3, 3, Conv2DOptions().same()), x, "first");
@@ -230,6 +230,40 @@ TEST_CASE("a second backward adds to the parameter gradients, not to the activat
     INFO(params[i].name);
     for (index_t j = 0; j < once[i].size(); ++j)
       CHECK((*params[i].grad)[j] == Approx(2 * once[i][j]).epsilon(1e-12).margin(1e-15));
+  }
+}
+
+TEST_CASE("set_output after planning re-plans: the loss gradient of a node with consumers") {
+  // The output's gradient is the loss's to start; a model planned with another output must not
+  // let a consumer of the new output write over it.
+  auto build = [](bool output_first) {
+    Model<double> m;
+    Node x = m.add_input(Shape{2, 5, 5});
+    Node r = m.add(Conv2D<double>(3, 3, Conv2DOptions().same()), x);
+    r = m.add(ReLU<double>(), r);
+    Node c = m.add(Conv2D<double>(2, 1), r);
+    c = m.add(Flatten<double>(), c);
+    m.add(Dense<double>(3), c);
+    if (output_first) m.set_output(r);
+    m.init(4);  // plans
+    if (!output_first) m.set_output(r);
+    return m;
+  };
+  Model<double> planned_first = build(false), output_first = build(true);
+  Rng rng(13);
+  const auto in = test::random_tensor<double>(rng, Shape{3, 2, 5, 5});
+  const auto proj = test::random_tensor<double>(rng, Shape{3, 3, 5, 5});
+  for (Model<double>* m : {&planned_first, &output_first}) {
+    m->zero_grad();
+    m->forward(in, Mode::Train);
+    m->output_grad().copy_from(proj);
+    m->backward();
+  }
+  const auto a = planned_first.params(), b = output_first.params();
+  REQUIRE(a.size() == b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    INFO(a[i].name);
+    CHECK(std::equal(a[i].grad->begin(), a[i].grad->end(), b[i].grad->begin()));
   }
 }
 

@@ -147,9 +147,11 @@ class Model {
   }
 
   // Marks the node whose activation is the model's output (the logits). Defaults to the last
-  // node added.
+  // node added. A change re-plans at the next step (fusion and the gradients' starts depend on
+  // which node is the output).
   void set_output(Node n) {
     check_node(n, "Model::set_output");
+    if (n.id != output_) planned_batch_ = 0;
     output_ = n.id;
   }
 
@@ -255,15 +257,14 @@ class Model {
   // loss accumulate into them). The other activation gradients start in backward(): the first
   // layer that writes each one writes it outright where it can, else it is zeroed just before
   // that layer (a fill of the whole graph's gradients up front cost a pass over memory that no
-  // cache kept, and every layer then read it back). The ones
-  // zeroed here are zeroed over their whole capacity, not just the current batch: zero_grad()
-  // runs before forward() sets the step's batch size, and a smaller batch in between (a last
-  // partial batch, a validation pass) must not leave the next full batch with a previous
-  // step's gradients.
+  // cache kept, and every layer then read it back). The ones zeroed here are zeroed over their
+  // whole capacity, not just the current batch: zero_grad() runs before forward() sets the
+  // step's batch size, and a smaller batch in between (a last partial batch, a validation
+  // pass) must not leave the next full batch with a previous step's gradients.
   void zero_grad() {
     need_gradients();
     for (auto& n : nodes_)
-      if (!n.zeroed_in_backward) kernels::fill(n.dy.data(), n.dy.capacity(), T(0));
+      if (!n.started_in_backward) kernels::fill(n.dy.data(), n.dy.capacity(), T(0));
     for (auto& p : param_cache_) kernels::fill(p.grad->data(), p.grad->size(), T(0));
   }
 
@@ -281,8 +282,8 @@ class Model {
   }
 
   // Back-propagates output_grad() through the graph into every parameter gradient. The
-  // activation gradients below the output start from zero in every call: only the parameter
-  // gradients accumulate over calls.
+  // activation gradients below the output start afresh in every call; the parameter gradients
+  // and the output's gradient (which a loss adds into) keep what earlier calls left.
   void backward() {
     if (folded_forward_) {
       throw Error(
@@ -426,7 +427,7 @@ class Model {
     std::vector<const Tensor<T>*> x_ptrs;
     std::vector<Tensor<T>*> dx_ptrs;       // null where no gradient is needed (the model input)
     std::vector<Tensor<T>*> zero_first;    // gradients this backward writes first: zeroed before
-    bool zeroed_in_backward = false;       // dy is zeroed by a zero_first (else by zero_grad)
+    bool started_in_backward = false;      // dy is written or zeroed first in backward()
     double forward_s = 0, backward_s = 0;  // profiling totals
     long forward_calls = 0, backward_calls = 0;
     int fused_into = -1;  // a ReLU run by this node's layer (see set_fusion)
@@ -495,7 +496,7 @@ class Model {
   // buffer is zeroed just before it. The output's gradient (the loss writes it first) and
   // gradients no layer writes stay with zero_grad().
   void plan_gradient_zeroing() {
-    for (auto& n : nodes_) n.zero_first.clear(), n.zeroed_in_backward = false;
+    for (auto& n : nodes_) n.zero_first.clear(), n.started_in_backward = false;
     for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
       if (!it->layer || it->fused_into >= 0) continue;
       const bool can_write = it->layer->can_overwrite_gradients();
@@ -505,8 +506,8 @@ class Model {
         if (g == nullptr || g == &output_node().dy) continue;
         NodeData& target = *std::find_if(nodes_.begin(), nodes_.end(),
                                          [&](const NodeData& m) { return &m.dy == g; });
-        if (target.zeroed_in_backward) continue;
-        target.zeroed_in_backward = true;
+        if (target.started_in_backward) continue;
+        target.started_in_backward = true;
         if (can_write && std::count(it->dx_ptrs.begin(), it->dx_ptrs.end(), g) == 1) {
           writes[i] = true;
         } else {

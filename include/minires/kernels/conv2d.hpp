@@ -130,11 +130,12 @@ void conv2d_amx_pack_wt(const T* w, const ConvGeometry& g, index_t filters, cons
 }
 
 // One slot's images [begin, end) of the AMX backward, accumulating into dws/dbs (this slot's
-// dw and db) and dx; conv2d_amx_pack_wt has packed the input gradient's weights.
+// dw and db) and dx (written instead when not accumulate_dx: only where conv2d_writes_dx);
+// conv2d_amx_pack_wt has packed the input gradient's weights.
 template <class T>
 void conv2d_amx_backward_slot(const T* x, const T* dy, index_t begin, index_t end,
                               const ConvGeometry& g, index_t filters, const Conv2DPlan& plan,
-                              T* work, T* dx, T* dws, T* dbs, T* sw) {
+                              T* work, T* dx, T* dws, T* dbs, T* sw, bool accumulate_dx) {
 #if MINIRES_AMX
   if constexpr (std::is_same_v<T, float>) {
     const index_t in_size = g.in_size(), P = g.col_cols(), K = g.col_rows();
@@ -160,7 +161,7 @@ void conv2d_amx_backward_slot(const T* x, const T* dy, index_t begin, index_t en
       T* dxi = dx != nullptr ? dx + i * in_size : nullptr;
       if (shifted) {
         conv2d_amx_shifted_backward_group(x + i * in_size, dy + i * out_size, gn, g, wt, filters,
-                                          plan, taps, dxi, dwt, out, bf);
+                                          plan, taps, dxi, dwt, out, bf, accumulate_dx);
       } else {
         conv2d_amx_backward_group(x + i * in_size, dy + i * out_size, gn, g, wt, filters, dxi, dwt,
                                   col, dyg, out, bf);
@@ -177,7 +178,7 @@ void conv2d_amx_backward_slot(const T* x, const T* dy, index_t begin, index_t en
   }
 #endif
   (void)x, (void)dy, (void)begin, (void)end, (void)g, (void)filters, (void)plan, (void)work,
-      (void)dx, (void)dws, (void)dbs, (void)sw;
+      (void)dx, (void)dws, (void)dbs, (void)sw, (void)accumulate_dx;
   throw Error("conv2d_backward: the AMX plan needs float and an AMX build");
 }
 
@@ -244,11 +245,14 @@ void conv2d_forward(const T* x, index_t n, const ConvGeometry& g, const T* w, co
 }
 
 // Gradients of a batch of n images, accumulated into dw (F x K), db (F, may be null) and dx
-// (may be null). work: conv2d_workspace_size(g, filters, slots, precision) elements.
+// (may be null; written instead when not accumulate_dx: by the shifted paths directly where
+// conv2d_writes_dx, else each slot zeroes its images' dx before adding to it). work:
+// conv2d_workspace_size(g, filters, slots, precision) elements.
 template <class T>
 void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, const T* w,
                      index_t filters, T* dx, T* dw, T* db, T* work, int slots,
-                     MatmulPrecision precision = MatmulPrecision::Highest) {
+                     MatmulPrecision precision = MatmulPrecision::Highest,
+                     bool accumulate_dx = true) {
   const index_t in_size = g.in_size(), P = g.col_cols(), K = g.col_rows();
   const index_t out_size = filters * P;
   const Conv2DPlan plan = conv2d_plan<T>(g, filters, precision);
@@ -259,6 +263,10 @@ void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, 
   T* wut = work + plan.packed_w + plan.packed_wt + plan.wino_u;  // Winograd: G w' Gᵀ, packed
   const detail::ShiftedOffsets offsets(g, plan);                 // used when shifted
   const bool winograd = plan.algorithm == Conv2DAlgorithm::Winograd;
+  // Whether the input gradient is written (not added) by the algorithm itself; where it is
+  // asked to be written and cannot be, the slots zero their images' dx first.
+  const bool writes_dx = conv2d_writes_dx(g, plan);
+  const bool add_dx = accumulate_dx || !writes_dx;
   if (dx != nullptr) {
     if (winograd) {  // w'[c][f] = w[f][c] rotated by 180 degrees
       winograd_pack_kernel(
@@ -288,8 +296,12 @@ void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, 
     if (shifted) std::fill(dwt, dwt + plan.acc, T(0));
     const index_t begin = detail::slot_begin(n, slots, s),
                   end = detail::slot_begin(n, slots, s + 1);
+    if (dx != nullptr && !accumulate_dx && !writes_dx) {
+      std::fill(dx + begin * in_size, dx + end * in_size, T(0));
+    }
     if (detail::is_amx(plan.weights)) {
-      detail::conv2d_amx_backward_slot(x, dy, begin, end, g, filters, plan, work, dx, dws, dbs, sw);
+      detail::conv2d_amx_backward_slot(x, dy, begin, end, g, filters, plan, work, dx, dws, dbs, sw,
+                                       add_dx);
       return;
     }
     if (winograd) {
@@ -331,7 +343,8 @@ void conv2d_backward(const T* x, const T* dy, index_t n, const ConvGeometry& g, 
           }
           break;
         case Conv2DAlgorithm::Shifted:
-          conv2d_shifted_backward_group(xi, dyi, gn, g, wtp, filters, plan, offsets, dxi, dwt, sw);
+          conv2d_shifted_backward_group(xi, dyi, gn, g, wtp, filters, plan, offsets, dxi, dwt, sw,
+                                        add_dx);
           break;
         case Conv2DAlgorithm::Im2col:
         case Conv2DAlgorithm::Winograd:  // (handled above)

@@ -230,7 +230,8 @@ class Conv2D : public UnaryLayer<T> {
 
   // With col[n] = im2col(x[n]) (C*kh*kw, OH*OW) and the kernel viewed as W (filters, C*kh*kw):
   //   dkernel += Σ_n dy[n] · col[n]ᵀ      dbias += Σ_{n,oh,ow} dy[n,:,oh,ow]
-  //   dx[n]   += col2im(Wᵀ · dy[n])       (skipped when dx is null)
+  //   dx[n]   += col2im(Wᵀ · dy[n])       (skipped when dx is null; = after
+  //                                         set_gradient_overwrite({true}))
   void backward(Span<const Tensor<T>* const> x, const Tensor<T>& y, const Tensor<T>& dy,
                 Span<Tensor<T>* const> dx) override {
     Tensor<T>* dx0 = this->backward_grad(x, y, dy, dx);
@@ -238,7 +239,14 @@ class Conv2D : public UnaryLayer<T> {
     kernels::conv2d_backward(in.data(), dy.data(), in.dim(0), geometry_, kernel.data(), filters_,
                              dx0 != nullptr ? dx0->data() : nullptr, dkernel.data(),
                              options_.use_bias ? dbias.data() : nullptr, workspace(), slots_,
-                             precision_);
+                             precision_, !overwrite_dx_);
+  }
+
+  // Writes dx where the algorithm can (conv2d_writes_dx: the shifted paths), else zeroes each
+  // slot's images of dx before adding to them (in the thread that then uses them).
+  bool can_overwrite_gradients() const override { return true; }
+  void set_gradient_overwrite(const std::vector<bool>& first_writer) override {
+    overwrite_dx_ = !first_writer.empty() && first_writer[0];
   }
 
   std::vector<ParamRef<T>> params() override {
@@ -292,6 +300,7 @@ class Conv2D : public UnaryLayer<T> {
   T* work_ptr_ = nullptr;
   index_t work_size_ = 0;
   bool shared_work_ = false;
+  bool overwrite_dx_ = false;  // backward writes dx (set_gradient_overwrite)
 };
 
 }  // namespace minires

@@ -84,9 +84,9 @@ class Layer {
   // Input-gradient overwriting, used by Model. backward() adds into dx (accumulates), the
   // default; a layer that can also write dx outright says so, and Model then tells it, per
   // input, whether its backward is the first to write that input's gradient. Where it is,
-  // backward writes every element of dx[i] and reads none, and Model does not zero the buffer
-  // first: a pass over memory less, and a read of dx less. Set at plan time; an empty or
-  // all-false mask restores accumulation.
+  // backward writes every element of dx[i] and reads none of what was there, and Model does
+  // not zero the buffer first (where the layer writes dx directly: a pass over memory less, and
+  // a read of dx less). Set at plan time; an empty or all-false mask restores accumulation.
   virtual bool can_overwrite_gradients() const { return false; }
   virtual void set_gradient_overwrite(const std::vector<bool>& first_writer) {
     for (bool first : first_writer)

@@ -234,6 +234,18 @@ inline WinogradShape winograd_input_grad_shape(const ConvGeometry& g, index_t fi
   return {filters, g.out_h, g.out_w, 2 - g.pad_top, 2 - g.pad_left, g.channels, g.height, g.width};
 }
 
+// True when the backward's input-gradient path writes every element of dx of its images by
+// itself, so that it can write dx instead of adding to it (conv2d_backward's accumulate_dx):
+// the shifted paths (fp32 and AMX), when every stride phase of the input has a tap (kernel >=
+// stride along both axes; a 1x3 kernel at stride 2 reads no odd rows).
+inline bool conv2d_writes_dx(const ConvGeometry& g, const Conv2DPlan& plan) noexcept {
+  const bool shifted =
+      plan.algorithm == Conv2DAlgorithm::AmxShifted ||
+      (plan.algorithm != Conv2DAlgorithm::Winograd &&
+       plan.algorithm != Conv2DAlgorithm::AmxIm2col && plan.weights == Conv2DAlgorithm::Shifted);
+  return shifted && g.kernel_h >= g.stride_h && g.kernel_w >= g.stride_w;
+}
+
 // True when the convolution runs on AMX tiles in bfloat16 (shifted_amx.hpp, im2col_amx.hpp):
 // asked for, fp32, an AMX build and CPU, and at least 32 column rows (a first layer on one
 // channel would be mostly padding).

@@ -174,12 +174,14 @@ void conv2d_shifted_forward_group(const T* x, index_t gn, const ConvGeometry& g,
 }
 
 // Gradients of a group of gn images: dwt (K x round_up(F, SIMD width), dwᵀ) += the group's
-// weight gradient, dx (may be null) += its input gradient. wtp: conv2d_shifted_pack_wt; work:
-// the slot's workspace (plan.col + plan.dy + plan.dcol elements).
+// weight gradient, dx (may be null) += its input gradient (= when not accumulate_dx: only where
+// conv2d_writes_dx, every phase then being written). wtp: conv2d_shifted_pack_wt; work: the
+// slot's workspace (plan.col + plan.dy + plan.dcol elements).
 template <class T>
 void conv2d_shifted_backward_group(const T* x, const T* dy, index_t gn, const ConvGeometry& g,
                                    const T* wtp, index_t filters, const Conv2DPlan& plan,
-                                   const detail::ShiftedOffsets& offsets, T* dx, T* dwt, T* work) {
+                                   const detail::ShiftedOffsets& offsets, T* dx, T* dwt, T* work,
+                                   bool accumulate_dx = true) {
   const index_t in_size = g.in_size(), out_size = filters * g.col_cols();
   const index_t kt = g.kernel_h * g.kernel_w, fpad = round_up(filters, simd_width<T>());
   const index_t pcols = gn * plan.image_cols;
@@ -201,7 +203,11 @@ void conv2d_shifted_backward_group(const T* x, const T* dy, index_t gn, const Co
                      plan.plane, pcols, dcol, pcols);
     const detail::ColumnsTarget phase{gn,         in_size,    g.height,       g.width,
                                       g.stride_h, g.stride_w, p / g.stride_w, p % g.stride_w};
-    detail::from_columns<true>(dcol, pcols, g.channels, phase, plan, dx);
+    if (accumulate_dx) {
+      detail::from_columns<true>(dcol, pcols, g.channels, phase, plan, dx);
+    } else {
+      detail::from_columns<false>(dcol, pcols, g.channels, phase, plan, dx);
+    }
     wt += packed_a_size(g.channels, filters * nt);
   }
 }

@@ -231,13 +231,14 @@ inline void conv2d_amx_shifted_forward_group(const float* x, index_t gn, const C
 }
 
 // Gradients of a group of gn images: dwt (taps * Cp x Fp) += the weight gradient, dx (may be
-// null) += the input gradient; wt: conv2d_amx_shifted_pack(transposed = true); out: Cp x Gp
-// floats; bf as the forward.
+// null) += the input gradient (= when not accumulate_dx: only where conv2d_writes_dx); wt:
+// conv2d_amx_shifted_pack(transposed = true); out: Cp x Gp floats; bf as the forward.
 inline void conv2d_amx_shifted_backward_group(const float* x, const float* dy, index_t gn,
                                               const ConvGeometry& g, const bf16_t* wt,
                                               index_t filters, const Conv2DPlan& plan,
                                               const detail::AmxShiftedTaps& taps, float* dx,
-                                              float* dwt, float* out, float* bf) {
+                                              float* dwt, float* out, float* bf,
+                                              bool accumulate_dx = true) {
   const index_t C = g.channels, Cp = amx_pad(C), Fp = amx_pad(filters), PL = plan.plane;
   const index_t cols = gn * plan.image_cols, Gp = amx_pad(cols), ph = plan.phases;
   const index_t in_size = g.in_size();
@@ -283,7 +284,11 @@ inline void conv2d_amx_shifted_backward_group(const float* x, const float* dy, i
     }
     const detail::ColumnsTarget phase{gn,         in_size,    g.height,       g.width,
                                       g.stride_h, g.stride_w, p / g.stride_w, p % g.stride_w};
-    detail::from_columns<true>(out, Gp, C, phase, plan, dx);
+    if (accumulate_dx) {
+      detail::from_columns<true>(out, Gp, C, phase, plan, dx);
+    } else {
+      detail::from_columns<false>(out, Gp, C, phase, plan, dx);
+    }
     wp += Cp * lda;
   }
 }
