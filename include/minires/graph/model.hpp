@@ -502,10 +502,9 @@ class Model {
       const bool can_write = it->layer->can_overwrite_gradients();
       std::vector<bool> writes(it->dx_ptrs.size(), false);
       for (std::size_t i = 0; i < it->dx_ptrs.size(); ++i) {
-        Tensor<T>* g = it->dx_ptrs[i];
+        Tensor<T>* g = it->dx_ptrs[i];  // the gradient of node resolve(inputs[i]), or null
         if (g == nullptr || g == &output_node().dy) continue;
-        NodeData& target = *std::find_if(nodes_.begin(), nodes_.end(),
-                                         [&](const NodeData& m) { return &m.dy == g; });
+        NodeData& target = nodes_[static_cast<std::size_t>(resolve(it->inputs[i]))];
         if (target.started_in_backward) continue;
         target.started_in_backward = true;
         if (can_write && std::count(it->dx_ptrs.begin(), it->dx_ptrs.end(), g) == 1) {

@@ -239,10 +239,10 @@ inline WinogradShape winograd_input_grad_shape(const ConvGeometry& g, index_t fi
 // the shifted paths (fp32 and AMX), when every stride phase of the input has a tap (kernel >=
 // stride along both axes; a 1x3 kernel at stride 2 reads no odd rows).
 inline bool conv2d_writes_dx(const ConvGeometry& g, const Conv2DPlan& plan) noexcept {
+  // The input gradient runs on plan.weights' path, except under Winograd (its own).
   const bool shifted =
-      plan.algorithm == Conv2DAlgorithm::AmxShifted ||
-      (plan.algorithm != Conv2DAlgorithm::Winograd &&
-       plan.algorithm != Conv2DAlgorithm::AmxIm2col && plan.weights == Conv2DAlgorithm::Shifted);
+      plan.algorithm != Conv2DAlgorithm::Winograd &&
+      (plan.weights == Conv2DAlgorithm::Shifted || plan.weights == Conv2DAlgorithm::AmxShifted);
   return shifted && g.kernel_h >= g.stride_h && g.kernel_w >= g.stride_w;
 }
 

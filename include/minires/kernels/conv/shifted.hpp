@@ -96,6 +96,17 @@ void from_columns(const T* prod, index_t ld, index_t rows, const ColumnsTarget& 
   }
 }
 
+// from_columns adding (accumulate) or assigning.
+template <class T>
+void from_columns(const T* prod, index_t ld, index_t rows, const ColumnsTarget& t,
+                  const Conv2DPlan& plan, T* y, bool accumulate) {
+  if (accumulate) {
+    from_columns<true>(prod, ld, rows, t, plan, y);
+  } else {
+    from_columns<false>(prod, ld, rows, t, plan, y);
+  }
+}
+
 // dst[n * ld_dst + r] = src[r * ld_src + n] for r < rows, n < cols, and 0 for rows <= r < ld_dst:
 // the transpose of a rows x cols matrix, its rows padded with zeros to ld_dst.
 template <class T>
@@ -203,11 +214,7 @@ void conv2d_shifted_backward_group(const T* x, const T* dy, index_t gn, const Co
                      plan.plane, pcols, dcol, pcols);
     const detail::ColumnsTarget phase{gn,         in_size,    g.height,       g.width,
                                       g.stride_h, g.stride_w, p / g.stride_w, p % g.stride_w};
-    if (accumulate_dx) {
-      detail::from_columns<true>(dcol, pcols, g.channels, phase, plan, dx);
-    } else {
-      detail::from_columns<false>(dcol, pcols, g.channels, phase, plan, dx);
-    }
+    detail::from_columns(dcol, pcols, g.channels, phase, plan, dx, accumulate_dx);
     wt += packed_a_size(g.channels, filters * nt);
   }
 }

@@ -284,11 +284,7 @@ inline void conv2d_amx_shifted_backward_group(const float* x, const float* dy, i
     }
     const detail::ColumnsTarget phase{gn,         in_size,    g.height,       g.width,
                                       g.stride_h, g.stride_w, p / g.stride_w, p % g.stride_w};
-    if (accumulate_dx) {
-      detail::from_columns<true>(out, Gp, C, phase, plan, dx);
-    } else {
-      detail::from_columns<false>(out, Gp, C, phase, plan, dx);
-    }
+    detail::from_columns(out, Gp, C, phase, plan, dx, accumulate_dx);
     wp += Cp * lda;
   }
 }
