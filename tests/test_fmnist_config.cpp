@@ -103,6 +103,8 @@ TEST_CASE("every malformed field of a stored run is a FormatError naming file an
   CHECK_THAT(config_with("standardize", 1), Contains("field 'standardize'"));
   CHECK_THAT(config_with("tta_shift", 99), Contains("'tta_shift'"));
   CHECK_THAT(config_with("erase", 1.5), Contains("'erase'") && Contains("from 0 to 1"));
+  CHECK_THAT(config_with("crop_pad", 0), Contains("'crop_pad'") && Contains("from 1 to 13"));
+  CHECK_THAT(config_with("crop_pad", 28), Contains("'crop_pad'"));
   CHECK_THAT(config_with("validation", -1), Contains("'validation'") && Contains("from 0"));
   CHECK_THAT(config_with("validation", "none"), Contains("field 'validation'"));
   CHECK_THAT(config_with("decay_vectors", 1), Contains("field 'decay_vectors'"));
@@ -120,7 +122,7 @@ TEST_CASE("checkpoints written before a field existed still read, with the old d
   Metadata m = good_metadata();
   fmnist::json c = fmnist::json::parse(m.at("config"));
   for (const char* key : {"keras_clip", "precise_bn", "tta", "tta_shift", "label_smoothing", "ema",
-                          "erase", "precision"})
+                          "erase", "precision", "crop_pad"})
     c.erase(key);
   c["augment"] = false;  // a bool before "flip" existed
   m["config"] = c.dump();
@@ -135,6 +137,7 @@ TEST_CASE("checkpoints written before a field existed still read, with the old d
   CHECK(run.config.distill_temperature == 4.0);
   CHECK(run.config.validation == 5000);   // before --validation: the notebook's split
   CHECK(run.config.precision == "fp32");  // before --precision: fp32 throughout
+  CHECK(run.config.crop_pad == 2);        // before --crop-pad: crops of pad 2
   CHECK(run.best_epoch == 0);
 
   // A ResNet run from before zero_init_residual and decay_vectors trained without the one and
@@ -269,7 +272,7 @@ TEST_CASE("settings: the model's defaults, then what was given") {
         fmnist::json{{"model", "seed"}, {"augment", "flip"}, {"lr", 0.01}, {"tta", false}});
   // Every key of a complete configuration is a setting; to_json and config_from_json agree.
   CHECK(fmnist::config_from_json(flips.to_json(), "").to_json() == flips.to_json());
-  CHECK(flips.to_json().size() == 26);
+  CHECK(flips.to_json().size() == 27);
 }
 
 TEST_CASE("fmnist --time-budget: durations, and the epochs that fit") {
@@ -352,4 +355,21 @@ TEST_CASE("precision: bf16 for the resnet where AMX is, fp32 otherwise; a given 
   s.model = "seed";
   s.precision = "bf16";
   CHECK(s.resolve(false).precision == "bf16");  // apply_precision refuses it without AMX
+}
+
+TEST_CASE("crop_pad: 2 by default, stored, and only with --augment on") {
+  fmnist::Settings s;
+  s.model = "seed";
+  CHECK(s.resolve().crop_pad == 2);
+  s.crop_pad = 1;
+  CHECK_THROWS_WITH(s.resolve(), Contains("--crop-pad") && Contains("--augment on") &&
+                                     Contains("found --augment off"));
+  s.augment = fmnist::Augment::Flip;
+  CHECK_THROWS_WITH(s.resolve(), Contains("found --augment flip"));
+  s.augment = fmnist::Augment::On;
+  const fmnist::Config c = s.resolve();
+  CHECK(c.crop_pad == 1);
+  CHECK(c.tta_shift == 1);  // crops: shifted test views by default
+  CHECK(fmnist::config_from_json(c.to_json(), "").crop_pad == 1);
+  CHECK(fmnist::Settings{}.resolve().crop_pad == 2);  // the ResNet's crops
 }

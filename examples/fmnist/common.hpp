@@ -172,7 +172,7 @@ inline FashionMnistSplit<float> load_data(const std::string& dir, const Config& 
   }
   if (c.standardize)
     options.standardize(pixel_statistics(data.train->images, 0, all - c.validation));
-  if (c.augment == Augment::On) options.augmentation();
+  if (c.augment == Augment::On) options.augmentation(c.crop_pad);
   if (c.augment == Augment::Flip) options.augmentation(0);  // flips only
   if (c.erase > 0) options.erasing(c.erase);
   auto split = split_fashion_mnist<float>(data, options, c.validation);

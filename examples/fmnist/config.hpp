@@ -34,6 +34,7 @@ struct Limits {
   static constexpr index_t max_warmup = 100000;
   static constexpr index_t max_precise_bn = 100000;
   static constexpr index_t max_tta_shift = 13;
+  static constexpr index_t max_crop_pad = 13;  // below half of the 28-pixel side
   static constexpr index_t max_limit = 1000000000;
   static constexpr double max_lr = 100;
   static constexpr double max_ema = 0.999999;
@@ -111,7 +112,8 @@ inline bool parse_finite(const std::string& s, double& out) {
 }
 
 // How training images are augmented.
-enum class Augment { Off, On, Flip };  // On: random crops (pad 2) and flips; Flip: flips only
+// On: random crops (pad crop_pad) and flips; Flip: flips only.
+enum class Augment { Off, On, Flip };
 
 inline Augment augment_mode(const std::string& name) {
   if (name == "off") return Augment::Off;
@@ -144,6 +146,7 @@ struct Config {
   std::string schedule = "cosine";
   index_t warmup_epochs = 1;
   Augment augment = Augment::On;
+  index_t crop_pad = 2;  // Augment::On: shift by up to +-crop_pad pixels, filling with 0
   bool standardize = true;
   std::uint64_t seed = 1;
   index_t validation = minires::fashion_mnist_validation_size;  // the last N training images
@@ -198,6 +201,7 @@ struct Config {
     int_range("limit", limit, 0, Limits::max_limit);
     int_range("precise_bn", precise_bn, 0, Limits::max_precise_bn);
     int_range("tta_shift", tta_shift, 0, Limits::max_tta_shift);
+    int_range("crop_pad", crop_pad, 1, Limits::max_crop_pad);
     real_range("label_smoothing", label_smoothing, 0, 1, false);
     real_range("ema", ema, 0, Limits::max_ema, false);
     real_range("erase", erase, 0, 1, false);
@@ -223,6 +227,7 @@ struct Settings {
   std::optional<std::string> schedule;
   std::optional<index_t> warmup_epochs;
   std::optional<Augment> augment;
+  std::optional<index_t> crop_pad;
   std::optional<bool> standardize;
   std::optional<std::uint64_t> seed;
   std::optional<index_t> validation, limit;
@@ -254,6 +259,7 @@ void for_each_setting(S& s, C& c, F&& f) {
   f("schedule", s.schedule, c.schedule);
   f("warmup_epochs", s.warmup_epochs, c.warmup_epochs);
   f("augment", s.augment, c.augment);
+  f("crop_pad", s.crop_pad, c.crop_pad);
   f("standardize", s.standardize, c.standardize);
   f("seed", s.seed, c.seed);
   f("validation", s.validation, c.validation);
@@ -315,6 +321,9 @@ inline Config Settings::resolve(bool amx) const {
   if (!tta) c.tta = c.augment != Augment::Off;
   if (!tta_shift) c.tta_shift = c.augment == Augment::On ? 1 : 0;
   if (!precision) c.precision = default_precision(c.model, amx);
+  if (crop_pad && c.augment != Augment::On)
+    throw ValueError("--crop-pad: expected --augment on with it, found --augment " +
+                     augment_name(c.augment));
   if (c.teacher.empty() && (distill_weight || distill_temperature))
     throw ValueError(
         "--distill-weight and --distill-temperature: expected --teacher FILE with them, found "
@@ -433,6 +442,7 @@ inline Config config_from_json(const json& j, const std::string& where) {
   c.distill_weight = f.has("distill_weight") ? f.number("distill_weight") : 0.9;
   c.distill_temperature = f.has("distill_temperature") ? f.number("distill_temperature") : 4.0;
   c.precision = f.has("precision") ? f.str("precision") : std::string("fp32");
+  c.crop_pad = f.has("crop_pad") ? f.integer("crop_pad") : 2;
   try {
     c.validate("");
   } catch (const ValueError& e) {

@@ -807,9 +807,13 @@ Command add_train_command(CLI::App& program, Common& common) {
   train
       ->add_option_function<std::string>(
           "--augment", [&s](const std::string& v) { s.augment = augment_mode(v); },
-          "Random crops (pad 2) and horizontal flips: on, off, or flip (flips only) (default: "
-          "off seed, on resnet)")
+          "Random crops (pad --crop-pad) and horizontal flips: on, off, or flip (flips only) "
+          "(default: off seed, on resnet)")
       ->check(CLI::IsMember({"on", "off", "flip"}));
+  optional_option(train, "--crop-pad", s.crop_pad,
+                  "With --augment on: the random crops shift each image by up to this many "
+                  "pixels on each axis, filling with zeros (default 2)")
+      ->check(in_range<index_t>(1, Limits::max_crop_pad));
   on_off_option(
       train, "--standardize", s.standardize,
       "Standardise pixels with the training mean/std: on or off (default: off seed, on resnet)");
