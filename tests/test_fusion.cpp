@@ -3,8 +3,9 @@
 // exactly the ReLUs that are the only consumer of a BatchNorm or Add, with training steps
 // bit-identical to the unfused model. Inference folding: a BatchNorm folded into the
 // convolution before it gives the unfolded graph's outputs up to rounding. Gradient
-// overwriting: BatchNorm and Add told to write an input's gradient give, bit for bit, what they
-// add into a zeroed one, and Model lets the first writer of each gradient write it.
+// overwriting: every layer told to write an input's gradient gives what it adds into a zeroed
+// one, a layer that cannot write refuses, and Model lets the first writer of each gradient
+// write it.
 #include <catch2/catch.hpp>
 
 #include <minires/minires.hpp>
@@ -102,6 +103,7 @@ void check_overwrite_equals_zeroed(L& layer, const std::vector<Shape>& shapes, M
   std::vector<const Tensor<T>*> xp;
   for (auto& x : xs) xp.push_back(&x);
   layer.setup(Span<const Shape>(shapes.data(), shapes.size()));
+  layer.init(rng);
   const Shape out = layer.output_shape(Span<const Shape>(shapes.data(), shapes.size()));
   Tensor<T> y(out);
   layer.forward(inputs<T>(xp), y, mode);
@@ -191,7 +193,28 @@ TEST_CASE("fused BatchNorm+ReLU and Add+ReLU pass the gradient check") {
   test::require_gradients(add, {Shape{2, 3, 4, 4}, Shape{2, 3, 4, 4}}, rng, "fused relu");
 }
 
-TEST_CASE("BatchNorm, Add and Conv2D write their input gradients when told to, as added to zeros") {
+// A layer that cannot write its input gradient: y = -x, dx += -dy (Layer's default).
+class Negate final : public UnaryLayer<float> {
+ public:
+  const char* type() const override { return "Negate"; }
+  Shape output_shape(Span<const Shape> inputs) const override {
+    expect_inputs(inputs, 1);
+    return inputs[0];
+  }
+  void setup(Span<const Shape> inputs) override { plan(inputs); }
+  void forward(Span<const Tensor<float>* const> x, Tensor<float>& y, Mode /*mode*/) override {
+    const Tensor<float>& in = forward_input(x, y);
+    for (index_t i = 0; i < in.size(); ++i) y.data()[i] = -in.data()[i];
+  }
+  void backward(Span<const Tensor<float>* const> x, const Tensor<float>& y, const Tensor<float>& dy,
+                Span<Tensor<float>* const> dx) override {
+    Tensor<float>* dx0 = backward_grad(x, y, dy, dx);
+    if (dx0 == nullptr) return;
+    for (index_t i = 0; i < dy.size(); ++i) dx0->data()[i] -= dy.data()[i];
+  }
+};
+
+TEST_CASE("every layer writes its input gradients when told to, as added to zeros") {
   Rng rng(4);
   for (const Shape& s : {Shape{6, 5, 7, 7}, Shape{3, 4, 33, 20}, Shape{9, 13}}) {
     for (bool relu : {false, true}) {
@@ -243,6 +266,33 @@ TEST_CASE("BatchNorm, Add and Conv2D write their input gradients when told to, a
       check_overwrite_equals_zeroed(conv, {in}, Mode::Train, {true}, rng);
     }
   }
+  // The other single-input layers. Pooling: the 2x2 fast path, windows that leave the last row
+  // and column out (2x2 on 7x7), overlapping ones (3x3 stride 2) and 'same' padding.
+  {
+    ReLU<float> relu;
+    check_overwrite_equals_zeroed(relu, {Shape{4, 3, 5, 5}}, Mode::Train, {true}, rng);
+    Flatten<float> flatten;
+    check_overwrite_equals_zeroed(flatten, {Shape{4, 3, 5, 5}}, Mode::Train, {true}, rng);
+    GlobalAvgPool2D<float> gap;
+    check_overwrite_equals_zeroed(gap, {Shape{4, 6, 7, 7}}, Mode::Train, {true}, rng);
+    for (const DenseOptions& o : {DenseOptions(), DenseOptions().no_bias()}) {
+      Dense<float> dense(7, o);
+      check_overwrite_equals_zeroed(dense, {Shape{5, 13}}, Mode::Train, {true}, rng);
+    }
+    const Pool2DOptions pools[] = {Pool2DOptions(), Pool2DOptions().pool(3).strides(2),
+                                   Pool2DOptions().pool(3).strides(2).same()};
+    for (const Shape& s : {Shape{3, 4, 8, 8}, Shape{3, 4, 7, 7}, Shape{2, 3, 9, 9}}) {
+      for (const Pool2DOptions& o : pools) {
+        INFO(s.str() << " pool " << o.pool_h << " strides " << o.stride_h
+                     << (o.padding == kernels::Padding::Same ? " same" : " valid"));
+        MaxPool2D<float> max_pool(o);
+        CHECK(max_pool.can_overwrite_gradients());
+        check_overwrite_equals_zeroed(max_pool, {s}, Mode::Train, {true}, rng);
+        AvgPool2D<float> avg_pool(o);
+        check_overwrite_equals_zeroed(avg_pool, {s}, Mode::Train, {true}, rng);
+      }
+    }
+  }
 }
 
 TEST_CASE("Model: the first writer of each gradient writes it, also with repeated inputs") {
@@ -290,10 +340,12 @@ TEST_CASE("layers without fusion or gradient overwriting refuse them") {
   CHECK_FALSE(conv.can_fuse_relu());
   CHECK_NOTHROW(conv.set_fused_relu(false));
   CHECK_THROWS_AS(conv.set_fused_relu(true), ValueError);
-  MaxPool2D<float> pool(2);
-  CHECK_FALSE(pool.can_overwrite_gradients());
-  CHECK_NOTHROW(pool.set_gradient_overwrite({false}));
-  CHECK_THROWS_AS(pool.set_gradient_overwrite({true}), ValueError);
+  Negate negate;
+  CHECK_FALSE(negate.can_overwrite_gradients());
+  CHECK_NOTHROW(negate.set_gradient_overwrite({false}));
+  CHECK_NOTHROW(negate.set_gradient_overwrite({}));
+  CHECK_THROWS_WITH(negate.set_gradient_overwrite({true}),
+                    "Negate: cannot overwrite its input gradients");
 }
 
 TEST_CASE("Model fuses each ReLU that is the only consumer of a BatchNorm or Add") {

@@ -134,14 +134,17 @@ void max_pool2d_forward(const T* x, const ConvGeometry& g, index_t batch, T* y,
 }
 
 // dx[argmax] += dy, plane by plane.   dy, argmax: (batch, C, OH, OW); dx: (batch, C, H, W).
+// With accumulate false, dx is written: each plane is zeroed (by the thread that then scatters
+// into it, while it is in cache) and dx's earlier contents are never read.
 template <class T>
 void max_pool2d_backward(const T* dy, const std::int32_t* argmax, const ConvGeometry& g,
-                         index_t batch, T* dx) {
+                         index_t batch, T* dx, bool accumulate = true) {
   const index_t in_plane = g.height * g.width, out_plane = g.out_h * g.out_w;
   detail::for_each_plane(batch * g.channels, out_plane, [&](index_t p) {
     const T* dyp = dy + p * out_plane;
     const std::int32_t* ap = argmax + p * out_plane;
     T* dxp = dx + p * in_plane;
+    if (!accumulate) std::fill(dxp, dxp + in_plane, T(0));
     for (index_t o = 0; o < out_plane; ++o) dxp[ap[o]] += dyp[o];
   });
 }
@@ -181,14 +184,17 @@ void avg_pool2d_forward(const T* x, const ConvGeometry& g, index_t batch, T* y) 
   });
 }
 
-// dx[window] += dy / (cells in the window), plane by plane.
+// dx[window] += dy / (cells in the window), plane by plane. With accumulate false, dx is
+// written: each plane is zeroed first, as in max_pool2d_backward.
 template <class T>
-void avg_pool2d_backward(const T* dy, const ConvGeometry& g, index_t batch, T* dx) {
+void avg_pool2d_backward(const T* dy, const ConvGeometry& g, index_t batch, T* dx,
+                         bool accumulate = true) {
   detail::check_pool_geometry(g);
   const index_t in_plane = g.height * g.width, out_plane = g.out_h * g.out_w;
   detail::for_each_plane(batch * g.channels, out_plane * g.kernel_h * g.kernel_w, [&](index_t p) {
     const T* dyp = dy + p * out_plane;
     T* dxp = dx + p * in_plane;
+    if (!accumulate) std::fill(dxp, dxp + in_plane, T(0));
     if (detail::is_pool_2x2(g)) {
       const index_t W = g.width;
       for (index_t oh = 0; oh < g.out_h; ++oh) {

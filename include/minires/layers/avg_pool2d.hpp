@@ -31,7 +31,8 @@ class AvgPool2D final : public Pool2D<T> {
                 Span<Tensor<T>* const> dx) override {
     Tensor<T>* dx0 = this->backward_grad(x, y, dy, dx);
     if (dx0 == nullptr) return;
-    kernels::avg_pool2d_backward(dy.data(), this->geometry(), dy.dim(0), dx0->data());
+    kernels::avg_pool2d_backward(dy.data(), this->geometry(), dy.dim(0), dx0->data(),
+                                 this->accumulate_dx());
   }
 };
 

@@ -147,9 +147,6 @@ class BatchNorm : public UnaryLayer<T> {
   bool fused_relu() const override { return fused_relu_; }
 
   bool can_overwrite_gradients() const override { return true; }
-  void set_gradient_overwrite(const std::vector<bool>& first_writer) override {
-    overwrite_dx_ = !first_writer.empty() && first_writer[0];
-  }
 
   // Mode::Infer is y = x·scale + shift per channel: scale = γ/sqrt(moving_variance + ε),
   // shift = β − moving_mean·scale (in double, rounded once).
@@ -215,13 +212,13 @@ class BatchNorm : public UnaryLayer<T> {
       kernels::batch_norm_backward_group(
           in.data(), dy.data(), dims(in.shape()), gamma.data(), mean_.data(), rstd_.data(),
           group_count_, dx0 != nullptr ? dx0->data() : nullptr, dgamma.data(), dbeta.data(),
-          y.data(), fused_relu_, group_sums_.data(), group_reduce(), !overwrite_dx_);
+          y.data(), fused_relu_, group_sums_.data(), group_reduce(), this->accumulate_dx());
       return;
     }
     kernels::batch_norm_backward(in.data(), dy.data(), dims(in.shape()), gamma.data(), mean_.data(),
                                  rstd_.data(), last_mode_ == Mode::Train,
                                  dx0 != nullptr ? dx0->data() : nullptr, dgamma.data(),
-                                 dbeta.data(), y.data(), fused_relu_, !overwrite_dx_);
+                                 dbeta.data(), y.data(), fused_relu_, this->accumulate_dx());
   }
 
   std::vector<ParamRef<T>> params() override {
@@ -253,7 +250,6 @@ class BatchNorm : public UnaryLayer<T> {
   Tensor<double> group_sums_;         // the group's sums, 2C + 1
   double group_count_ = 0;            // values per channel in the group's batch
   bool fused_relu_ = false;
-  bool overwrite_dx_ = false;  // backward writes dx (set_gradient_overwrite)
   bool averaging_ = false;
   index_t averaged_ = 0;  // batches averaged since set_averaging
   Mode last_mode_ = Mode::Train;

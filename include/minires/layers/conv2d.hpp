@@ -239,15 +239,12 @@ class Conv2D : public UnaryLayer<T> {
     kernels::conv2d_backward(in.data(), dy.data(), in.dim(0), geometry_, kernel.data(), filters_,
                              dx0 != nullptr ? dx0->data() : nullptr, dkernel.data(),
                              options_.use_bias ? dbias.data() : nullptr, workspace(), slots_,
-                             precision_, !overwrite_dx_);
+                             precision_, this->accumulate_dx());
   }
 
   // Writes dx where the algorithm can (conv2d_writes_dx: the shifted paths), else zeroes each
   // slot's images of dx before adding to them (in the thread that then uses them).
   bool can_overwrite_gradients() const override { return true; }
-  void set_gradient_overwrite(const std::vector<bool>& first_writer) override {
-    overwrite_dx_ = !first_writer.empty() && first_writer[0];
-  }
 
   std::vector<ParamRef<T>> params() override {
     std::vector<ParamRef<T>> p{{"kernel", &kernel, &dkernel}};
@@ -300,7 +297,6 @@ class Conv2D : public UnaryLayer<T> {
   T* work_ptr_ = nullptr;
   index_t work_size_ = 0;
   bool shared_work_ = false;
-  bool overwrite_dx_ = false;  // backward writes dx (set_gradient_overwrite)
 };
 
 }  // namespace minires

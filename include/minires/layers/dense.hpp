@@ -99,6 +99,9 @@ class Dense : public UnaryLayer<T> {
     if (options_.use_bias) initialize(bias, options_.bias_initializer, vector_fans(units_), rng);
   }
 
+  // Writes dx instead of adding to it when Model says it is the first to (accumulate_dx()).
+  bool can_overwrite_gradients() const override { return true; }
+
   // y = x · kernel + bias
   void forward(Span<const Tensor<T>* const> x, Tensor<T>& y, Mode /*mode*/) override {
     const Tensor<T>& in = this->forward_input(x, y);
@@ -124,7 +127,7 @@ class Dense : public UnaryLayer<T> {
     }
     if (dx0 != nullptr) {
       kernels::gemm(kernels::Trans::No, kernels::Trans::Yes, n, features, units_, T(1), dy.data(),
-                    kernel.data(), T(1), dx0->data());
+                    kernel.data(), this->accumulate_dx() ? T(1) : T(0), dx0->data());
     }
   }
 

@@ -34,6 +34,9 @@ class Flatten final : public UnaryLayer<T> {
 
   void setup(Span<const Shape> inputs) override { this->plan(inputs); }
 
+  // Writes dx instead of adding to it when Model says it is the first to (accumulate_dx()).
+  bool can_overwrite_gradients() const override { return true; }
+
   // y = x, reinterpreted as (N, C*H*W)
   void forward(Span<const Tensor<T>* const> x, Tensor<T>& y, Mode /*mode*/) override {
     const Tensor<T>& in = this->forward_input(x, y);
@@ -47,6 +50,12 @@ class Flatten final : public UnaryLayer<T> {
                 Span<Tensor<T>* const> dx) override {
     Tensor<T>* dx0 = this->backward_grad(x, y, dy, dx);
     if (dx0 == nullptr) return;
+    if (!this->accumulate_dx()) {
+      if (dy.size() > 0) {
+        std::memcpy(dx0->data(), dy.data(), static_cast<std::size_t>(dy.size()) * sizeof(T));
+      }
+      return;
+    }
     kernels::add(dx0->data(), dy.data(), dx0->data(), dy.size());
   }
 };

@@ -33,6 +33,9 @@ class GlobalAvgPool2D final : public UnaryLayer<T> {
         kernels::ConvGeometry::keras(s[1], s[2], s[3], s[2], s[3], 1, 1, kernels::Padding::Valid);
   }
 
+  // Writes dx instead of adding to it when Model says it is the first to (accumulate_dx()).
+  bool can_overwrite_gradients() const override { return true; }
+
   // y[n,c] = (1/(H*W)) sum_{h,w} x[n,c,h,w]
   void forward(Span<const Tensor<T>* const> x, Tensor<T>& y, Mode /*mode*/) override {
     const Tensor<T>& in = this->forward_input(x, y);
@@ -44,7 +47,8 @@ class GlobalAvgPool2D final : public UnaryLayer<T> {
                 Span<Tensor<T>* const> dx) override {
     Tensor<T>* dx0 = this->backward_grad(x, y, dy, dx);
     if (dx0 == nullptr) return;
-    kernels::avg_pool2d_backward(dy.data(), geometry_, dy.dim(0), dx0->data());
+    kernels::avg_pool2d_backward(dy.data(), geometry_, dy.dim(0), dx0->data(),
+                                 this->accumulate_dx());
   }
 
  private:

@@ -48,7 +48,7 @@ class MaxPool2D final : public Pool2D<T> {
     }
     if (dx0 == nullptr) return;
     kernels::max_pool2d_backward(dy.data(), argmax_.data(), this->geometry(), dy.dim(0),
-                                 dx0->data());
+                                 dx0->data(), this->accumulate_dx());
   }
 
  private:

@@ -45,6 +45,9 @@ class Pool2D : public UnaryLayer<T> {
   // Keras' class name: "MaxPooling2D" or "AveragePooling2D".
   const char* type() const final { return type_name_; }
 
+  // Writes dx instead of adding to it when Model says it is the first to (accumulate_dx()).
+  bool can_overwrite_gradients() const override { return true; }
+
   // The options as given, with zero strides replaced by the pool size.
   const Pool2DOptions& options() const noexcept { return options_; }
 

@@ -24,6 +24,9 @@ class ReLU final : public UnaryLayer<T> {
 
   void setup(Span<const Shape> inputs) override { this->plan(inputs); }
 
+  // Writes dx instead of adding to it when Model says it is the first to (accumulate_dx()).
+  bool can_overwrite_gradients() const override { return true; }
+
   // y = max(x, 0)
   void forward(Span<const Tensor<T>* const> x, Tensor<T>& y, Mode /*mode*/) override {
     const Tensor<T>& in = this->forward_input(x, y);
@@ -35,7 +38,7 @@ class ReLU final : public UnaryLayer<T> {
                 Span<Tensor<T>* const> dx) override {
     Tensor<T>* dx0 = this->backward_grad(x, y, dy, dx);
     if (dx0 == nullptr) return;
-    kernels::relu_backward(x[0]->data(), dy.data(), dx0->data(), dy.size());
+    kernels::relu_backward(x[0]->data(), dy.data(), dx0->data(), dy.size(), this->accumulate_dx());
   }
 };
 

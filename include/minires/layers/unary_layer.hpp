@@ -7,9 +7,13 @@
 //   backward_grad(x, y, dy, dx)       in backward(): the same checks plus dy's shape, and
 //                                     returns dx[0] (nullptr when no input gradient is wanted).
 // The checks allocate nothing unless they throw.
+// It also keeps the input-gradient overwriting that Model asks for (Layer::
+// set_gradient_overwrite): a derived layer that can write dx outright returns true from
+// can_overwrite_gradients() and, in backward(), writes dx[0] where accumulate_dx() is false.
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "minires/layers/checks.hpp"
 #include "minires/layers/layer.hpp"
@@ -24,7 +28,19 @@ class UnaryLayer : public Layer<T> {
   // The input shape setup() planned for (rank 0 before setup).
   const Shape& planned_input() const noexcept { return planned_; }
 
+  void set_gradient_overwrite(const std::vector<bool>& first_writer) override {
+    if (!this->can_overwrite_gradients()) {
+      Layer<T>::set_gradient_overwrite(first_writer);  // throws for any true, naming the layer
+      return;
+    }
+    overwrite_dx_ = !first_writer.empty() && first_writer[0];
+  }
+
  protected:
+  // False after set_gradient_overwrite({true}): backward writes every element of dx[0] and
+  // reads none; true (dx[0] += ...) otherwise.
+  bool accumulate_dx() const noexcept { return !overwrite_dx_; }
+
   void plan(Span<const Shape> inputs) {
     this->expect_inputs(inputs, 1);
     (void)this->output_shape(inputs);  // throws for shapes the layer cannot take
@@ -75,6 +91,7 @@ class UnaryLayer : public Layer<T> {
   }
 
   Shape planned_;
+  bool overwrite_dx_ = false;  // set_gradient_overwrite
 };
 
 }  // namespace minires
