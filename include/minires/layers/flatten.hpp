@@ -6,7 +6,6 @@
 // Keras order: x.permute(0, 2, 3, 1).reshape(N, -1)). Within minires the order is internal.
 #pragma once
 
-#include <cstring>
 #include <string>
 
 #include "minires/kernels/elementwise.hpp"
@@ -40,9 +39,7 @@ class Flatten final : public UnaryLayer<T> {
   // y = x, reinterpreted as (N, C*H*W)
   void forward(Span<const Tensor<T>* const> x, Tensor<T>& y, Mode /*mode*/) override {
     const Tensor<T>& in = this->forward_input(x, y);
-    if (in.size() > 0) {
-      std::memcpy(y.data(), in.data(), static_cast<std::size_t>(in.size()) * sizeof(T));
-    }
+    kernels::copy(in.data(), y.data(), in.size());
   }
 
   // dx += dy, reinterpreted as (N, C, H, W)
@@ -50,13 +47,11 @@ class Flatten final : public UnaryLayer<T> {
                 Span<Tensor<T>* const> dx) override {
     Tensor<T>* dx0 = this->backward_grad(x, y, dy, dx);
     if (dx0 == nullptr) return;
-    if (!this->accumulate_dx()) {
-      if (dy.size() > 0) {
-        std::memcpy(dx0->data(), dy.data(), static_cast<std::size_t>(dy.size()) * sizeof(T));
-      }
-      return;
+    if (this->accumulate_dx()) {
+      kernels::add(dx0->data(), dy.data(), dx0->data(), dy.size());
+    } else {
+      kernels::copy(dy.data(), dx0->data(), dy.size());
     }
-    kernels::add(dx0->data(), dy.data(), dx0->data(), dy.size());
   }
 };
 
